@@ -1,0 +1,167 @@
+//! The error type shared by every backend and storage.
+
+use crate::keygroup::KeyGroupRange;
+use crate::state::StateKind;
+
+/// Result alias used throughout the state crates.
+pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when using or restoring state.
+///
+/// Each variant carries the context a user needs to act: the state name, the
+/// file or section that was bad, the sizes involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// A state was used that was never registered on this backend.
+    #[error("unknown state `{name}`: register it with `register(...)` before using it")]
+    UnknownState {
+        /// The state name.
+        name: String,
+    },
+    /// A state was registered again (or restored) as a different kind.
+    #[error("state `{name}` is a {existing:?} state and cannot be used as a {requested:?} state")]
+    KindMismatch {
+        /// The state name.
+        name: String,
+        /// The kind it has.
+        existing: StateKind,
+        /// The kind that was asked for.
+        requested: StateKind,
+    },
+    /// A state was registered again (or restored) with a different type.
+    #[error(
+        "state `{name}`: incompatible {role} type: the state holds `{existing}` but `{requested}` was requested \
+         (pin a stable name with the descriptor's `with_type_name` if the type was only renamed)"
+    )]
+    IncompatibleType {
+        /// The state name (or `<key>` for the backend's key type).
+        name: String,
+        /// Which type: key, namespace, value, user key, user value.
+        role: &'static str,
+        /// The type recorded for the state.
+        existing: String,
+        /// The type that was asked for.
+        requested: String,
+    },
+    /// A state was registered again (or restored) with a different TTL setting.
+    #[error("state `{name}`: TTL was {existing} in the snapshot but is {requested} in the descriptor")]
+    IncompatibleTtl {
+        /// The state name.
+        name: String,
+        /// `"enabled"` or `"disabled"`.
+        existing: &'static str,
+        /// `"enabled"` or `"disabled"`.
+        requested: &'static str,
+    },
+    /// Keyed state was accessed before `set_current_key`.
+    #[error("no current key: call `set_current_key` before accessing keyed state")]
+    NoCurrentKey,
+    /// The key belongs to a key group this backend does not own.
+    #[error("key group {key_group} is outside this backend's key-group range {range}")]
+    KeyGroupOutOfRange {
+        /// The key's key group.
+        key_group: u32,
+        /// The range the backend owns.
+        range: KeyGroupRange,
+    },
+    /// A snapshot stream is corrupt: a bad checksum, a bad length, bytes that do not decode.
+    #[error("corrupt snapshot `{source_name}` in {section}: {detail}")]
+    Corrupt {
+        /// The file or stream that was read.
+        source_name: String,
+        /// The section of the format (header, key group 17, index, ...).
+        section: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A snapshot stream ended before the format said it would.
+    #[error("truncated snapshot `{source_name}`: {section} ends early")]
+    Truncated {
+        /// The file or stream that was read.
+        source_name: String,
+        /// The section that was cut off.
+        section: String,
+    },
+    /// A snapshot stream was written in a format version this build cannot read.
+    #[error("snapshot `{source_name}` has format version {found}; this build reads versions up to {supported}")]
+    UnsupportedVersion {
+        /// The file or stream that was read.
+        source_name: String,
+        /// The version in the file.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A snapshot does not fit the storage it is written to.
+    #[error(
+        "state of {size} bytes exceeds the maximum of {max} bytes of this checkpoint storage; \
+         raise the limit or use a file system checkpoint storage"
+    )]
+    StateTooLarge {
+        /// Bytes written so far.
+        size: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// A value could not be serialized or deserialized.
+    #[error("state `{name}`: cannot (de)serialize {role}: {detail}")]
+    Serialization {
+        /// The state name.
+        name: String,
+        /// What was being (de)serialized.
+        role: &'static str,
+        /// The serializer's message.
+        detail: String,
+    },
+    /// A caller passed an argument that is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The managed-memory budget does not allow the update.
+    #[error("memory budget exhausted: {requested} bytes requested, {available} of {budget} bytes available")]
+    MemoryExhausted {
+        /// Bytes the operation needed.
+        requested: u64,
+        /// Bytes still free.
+        available: u64,
+        /// The total budget.
+        budget: u64,
+    },
+    /// An I/O error, with what was being done.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A storage-specific failure (an object store, a remote file system).
+    #[error("storage error while {context}: {detail}")]
+    Storage {
+        /// What was being done.
+        context: String,
+        /// The storage's message.
+        detail: String,
+    },
+}
+
+impl StateError {
+    /// Wraps an I/O error, unless it carries a [`StateError`] (as writers do for
+    /// [`StateError::StateTooLarge`]), which is then returned as it was.
+    pub fn from_io(context: impl Into<String>, err: std::io::Error) -> Self {
+        match err.downcast::<StateError>() {
+            Ok(state_err) => state_err,
+            Err(source) => StateError::Io {
+                context: context.into(),
+                source,
+            },
+        }
+    }
+
+    /// Wraps this error into an [`std::io::Error`] so it can pass through [`std::io::Write`];
+    /// [`StateError::from_io`] unwraps it again.
+    pub fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
+    }
+}

@@ -1,0 +1,93 @@
+//! # state-api
+//!
+//! The contract of the state-backends workspace: everything a Rust stream processor
+//! needs to keep Flink-grade state, independent of where the state lives.
+//!
+//! - [`keygroup`]: keys → key groups → subtasks, Flink's formulas, frozen.
+//! - Keyed state: [`ValueStateDescriptor`], [`ListStateDescriptor`],
+//!   [`MapStateDescriptor`], [`ReducingStateDescriptor`], [`AggregatingStateDescriptor`]
+//!   registered on a [`KeyedStateBackend`], scoped to the current key and a namespace,
+//!   with optional [`TtlConfig`].
+//! - Operator state: [`OperatorStateBackend`] (even-split and union list state,
+//!   broadcast state), implemented once by [`DefaultOperatorStateBackend`].
+//! - Snapshots: [`AsyncSnapshot`] (the asynchronous part), [`CheckpointStorage`]
+//!   (where bytes go), [`KeyedSnapshotHandle`] / [`OperatorSnapshotHandle`] (what was
+//!   written), and the canonical savepoint [`format`].
+//! - [`testkit`] (feature `testkit`): the conformance suite every backend runs.
+//!
+//! Operator code is written once, generic over the backend:
+//!
+//! ```
+//! use state_api::{KeyedStateBackend, MapStateDescriptor, Result, ValueStateDescriptor};
+//!
+//! #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+//! struct Window { start: i64, end: i64 }
+//!
+//! struct BidCounter<B: KeyedStateBackend<Key = String>> {
+//!     counts: state_api::ValueStateHandle<u64>,
+//!     per_window: state_api::MapStateHandle<u64, u64, Window>,
+//!     _b: std::marker::PhantomData<B>,
+//! }
+//!
+//! impl<B: KeyedStateBackend<Key = String>> BidCounter<B> {
+//!     fn open(backend: &mut B) -> Result<Self> {
+//!         Ok(BidCounter {
+//!             counts: backend.register(ValueStateDescriptor::<u64>::new("count"))?,
+//!             per_window: backend.register(MapStateDescriptor::<u64, u64>::new("bids").in_namespace::<Window>())?,
+//!             _b: std::marker::PhantomData,
+//!         })
+//!     }
+//!
+//!     fn on_bid(&self, backend: &mut B, bidder: &String, auction: u64, window: &Window) -> Result<()> {
+//!         backend.set_current_key(bidder)?;
+//!         let n = backend.value(&self.counts).get()?.unwrap_or(0) + 1;
+//!         backend.value(&self.counts).update(n)?;
+//!         backend.map_in(&self.per_window, window).put(auction, n)
+//!     }
+//! }
+//! ```
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod descriptor;
+pub mod error;
+pub mod format;
+pub mod keygroup;
+pub mod operator;
+pub mod snapshot;
+pub mod state;
+pub mod ttl;
+pub mod views;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use backend::{BackendContext, KeyedBackendFactory, KeyedStateBackend, RawMapIter};
+pub use descriptor::{
+    AggregateFunction, AggregatingStateDescriptor, AggregatingStateHandle, ListStateDescriptor, ListStateHandle,
+    MapStateDescriptor, MapStateHandle, ReduceFn, ReducingStateDescriptor, ReducingStateHandle, RegisteredState,
+    StateDescriptor, ValueStateDescriptor, ValueStateHandle,
+};
+pub use error::{Result, StateError};
+pub use keygroup::KeyGroupRange;
+pub use operator::{BroadcastStateHandle, DefaultOperatorStateBackend, OperatorListHandle, OperatorStateBackend};
+pub use snapshot::{
+    AsyncSnapshot, CheckpointInput, CheckpointOutput, CheckpointStorage, KeyedSnapshotHandle, OperatorSnapshotHandle,
+    OperatorStateInfo, Redistribution, StreamHandle,
+};
+pub use state::{
+    Namespace, StateId, StateKey, StateKind, StateMeta, StateShape, StateValue, TtlMeta, TtlValue, VoidNamespace,
+};
+pub use ttl::{Clock, ManualClock, SystemClock, TtlConfig, TtlUpdateType, TtlVisibility};
+pub use views::{AggregatingView, ListView, MapIter, MapView, ReducingView, ValueView};
+
+/// Checks a state name: non-empty, at most 255 bytes, no control characters. State names
+/// end up in file names and metadata, so they are checked once, here, for every backend.
+pub fn check_state_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(StateError::InvalidArgument(format!(
+            "state name {name:?} must be 1 to 255 bytes without control characters"
+        )));
+    }
+    Ok(())
+}

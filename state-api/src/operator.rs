@@ -1,0 +1,556 @@
+//! Operator (non-keyed) state: list state redistributed evenly or as a union on
+//! restore, and broadcast map state (Flink's `OperatorStateBackend`).
+//!
+//! Operator state is small by nature (source offsets, buffered elements), so the one
+//! implementation, [`DefaultOperatorStateBackend`], keeps it on the heap and copies it
+//! in the synchronous part of a snapshot, as Flink's `DefaultOperatorStateBackend` does.
+//! Every keyed backend pairs with it.
+//!
+//! ```
+//! use state_api::{DefaultOperatorStateBackend, OperatorStateBackend};
+//! let mut ops = DefaultOperatorStateBackend::new(0);
+//! let offsets = ops.list_state::<u64>("offsets").unwrap();
+//! ops.list_add(&offsets, 42).unwrap();
+//! assert_eq!(ops.list_get(&offsets).unwrap(), vec![42]);
+//! ```
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::marker::PhantomData;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StateError};
+use crate::format::{deserialize, put_bytes, put_serialized};
+use crate::snapshot::{AsyncSnapshot, CheckpointStorage, OperatorSnapshotHandle, OperatorStateInfo, Redistribution};
+use crate::state::{StateKey, StateValue, type_name_of};
+
+/// Magic bytes opening an operator state stream.
+pub const OPERATOR_MAGIC: [u8; 8] = *b"\x89RSOPST\n";
+/// Magic bytes closing an operator state stream.
+const OPERATOR_END: [u8; 8] = *b"RSOPSEND";
+const OPERATOR_VERSION: u32 = 1;
+
+/// A registered operator list state.
+#[derive(Debug)]
+pub struct OperatorListHandle<T> {
+    name: String,
+    _p: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for OperatorListHandle<T> {
+    fn clone(&self) -> Self {
+        OperatorListHandle {
+            name: self.name.clone(),
+            _p: PhantomData,
+        }
+    }
+}
+
+/// A registered broadcast map state.
+#[derive(Debug)]
+pub struct BroadcastStateHandle<K, V> {
+    name: String,
+    _p: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Clone for BroadcastStateHandle<K, V> {
+    fn clone(&self) -> Self {
+        BroadcastStateHandle {
+            name: self.name.clone(),
+            _p: PhantomData,
+        }
+    }
+}
+
+/// Operator state: what a subtask keeps that is not scoped to a key.
+pub trait OperatorStateBackend: Send {
+    /// A list state whose elements are split evenly among subtasks on restore.
+    fn list_state<T: StateValue>(&mut self, name: &str) -> Result<OperatorListHandle<T>>;
+    /// A list state whose elements all go to every subtask on restore.
+    fn union_list_state<T: StateValue>(&mut self, name: &str) -> Result<OperatorListHandle<T>>;
+    /// A broadcast map state: the same on every subtask.
+    fn broadcast_state<K: StateKey, V: StateValue>(&mut self, name: &str) -> Result<BroadcastStateHandle<K, V>>;
+
+    /// The list's elements.
+    fn list_get<T: StateValue>(&mut self, handle: &OperatorListHandle<T>) -> Result<Vec<T>>;
+    /// Appends an element.
+    fn list_add<T: StateValue>(&mut self, handle: &OperatorListHandle<T>, value: T) -> Result<()>;
+    /// Replaces the list.
+    fn list_update<T: StateValue>(&mut self, handle: &OperatorListHandle<T>, values: Vec<T>) -> Result<()>;
+    /// Empties the list.
+    fn list_clear<T: StateValue>(&mut self, handle: &OperatorListHandle<T>) -> Result<()> {
+        self.list_update(handle, Vec::new())
+    }
+
+    /// A broadcast entry.
+    fn broadcast_get<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>, key: &K) -> Result<Option<V>>;
+    /// Sets a broadcast entry.
+    fn broadcast_put<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>, key: K, value: V) -> Result<()>;
+    /// Removes a broadcast entry.
+    fn broadcast_remove<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>, key: &K) -> Result<()>;
+    /// Every broadcast entry.
+    fn broadcast_entries<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>) -> Result<Vec<(K, V)>>;
+
+    /// The synchronous part of a snapshot; the returned part writes it.
+    fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<OperatorSnapshotHandle>>;
+}
+
+type Encoder = fn(&dyn Any, &str) -> Result<Vec<Vec<u8>>>;
+
+enum Data {
+    /// Registered: `Vec<T>` or `HashMap<K, V>`, with its encoder.
+    Typed { value: Box<dyn Any + Send>, encode: Encoder },
+    /// Restored and not registered yet: encoded elements.
+    Raw(Vec<Vec<u8>>),
+}
+
+struct OpState {
+    mode: Redistribution,
+    type_name: String,
+    data: Data,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OpHeader {
+    subtask_index: u32,
+    states: Vec<(OperatorStateInfo, String)>,
+}
+
+/// The heap operator state backend every keyed backend pairs with.
+pub struct DefaultOperatorStateBackend {
+    subtask_index: u32,
+    states: BTreeMap<String, OpState>,
+}
+
+impl std::fmt::Debug for DefaultOperatorStateBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DefaultOperatorStateBackend")
+            .field("subtask_index", &self.subtask_index)
+            .field("states", &self.states.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn encode_list<T: StateValue>(value: &dyn Any, name: &str) -> Result<Vec<Vec<u8>>> {
+    let list = value.downcast_ref::<Vec<T>>().ok_or_else(|| type_confusion(name))?;
+    list.iter()
+        .map(|v| {
+            postcard::to_stdvec(v).map_err(|e| StateError::Serialization {
+                name: name.into(),
+                role: "list element",
+                detail: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn encode_map<K: StateKey, V: StateValue>(value: &dyn Any, name: &str) -> Result<Vec<Vec<u8>>> {
+    let map = value.downcast_ref::<HashMap<K, V>>().ok_or_else(|| type_confusion(name))?;
+    let mut scratch = Vec::new();
+    map.iter()
+        .map(|(k, v)| {
+            let mut buf = Vec::new();
+            put_serialized(&mut buf, &mut scratch, k, name, "broadcast key")?;
+            put_serialized(&mut buf, &mut scratch, v, name, "broadcast value")?;
+            Ok(buf)
+        })
+        .collect()
+}
+
+fn type_confusion(name: &str) -> StateError {
+    StateError::InvalidArgument(format!("operator state `{name}` was accessed through a handle of another type"))
+}
+
+fn split_pair(bytes: &[u8], name: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    let bad = || StateError::Corrupt {
+        source_name: format!("operator state `{name}`"),
+        section: "broadcast entry".into(),
+        detail: "entry does not decode".into(),
+    };
+    let mut pos = 0;
+    let mut field = || -> Result<Vec<u8>> {
+        let mut len: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let b = *bytes.get(pos).ok_or_else(bad)?;
+            pos += 1;
+            len |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(bad());
+            }
+        }
+        let end = usize::try_from(len).ok().and_then(|l| pos.checked_add(l)).filter(|&e| e <= bytes.len()).ok_or_else(bad)?;
+        let out = bytes[pos..end].to_vec();
+        pos = end;
+        Ok(out)
+    };
+    let k = field()?;
+    let v = field()?;
+    Ok((k, v))
+}
+
+impl DefaultOperatorStateBackend {
+    /// An empty backend for subtask `subtask_index`.
+    pub fn new(subtask_index: u32) -> Self {
+        DefaultOperatorStateBackend {
+            subtask_index,
+            states: BTreeMap::new(),
+        }
+    }
+
+    /// Restores subtask `subtask_index` of `parallelism` from the handles of every old
+    /// subtask (all of them: even-split and union state need every old subtask's part).
+    pub fn restore(
+        handles: &[OperatorSnapshotHandle],
+        subtask_index: u32,
+        parallelism: u32,
+        storage: &dyn CheckpointStorage,
+    ) -> Result<Self> {
+        if parallelism == 0 || subtask_index >= parallelism {
+            return Err(StateError::InvalidArgument(format!(
+                "subtask index {subtask_index} is not below the parallelism {parallelism}"
+            )));
+        }
+        let mut sorted: Vec<&OperatorSnapshotHandle> = handles.iter().collect();
+        sorted.sort_by_key(|h| h.subtask_index);
+        // name -> (mode, type, elements of every old subtask in order, or the first broadcast copy)
+        let mut merged: BTreeMap<String, (Redistribution, String, Vec<Vec<u8>>)> = BTreeMap::new();
+        for handle in sorted {
+            for (info, type_name, elements) in read_stream(handle, storage)? {
+                match merged.get_mut(&info.name) {
+                    None => {
+                        merged.insert(info.name.clone(), (info.mode, type_name, elements));
+                    }
+                    Some((mode, existing_type, all)) => {
+                        if *mode != info.mode || *existing_type != type_name {
+                            return Err(StateError::Corrupt {
+                                source_name: handle.stream.describe(),
+                                section: format!("operator state `{}`", info.name),
+                                detail: "old subtasks disagree on its mode or type".into(),
+                            });
+                        }
+                        if *mode != Redistribution::Broadcast {
+                            all.extend(elements);
+                        }
+                    }
+                }
+            }
+        }
+        let mut backend = DefaultOperatorStateBackend::new(subtask_index);
+        for (name, (mode, type_name, all)) in merged {
+            let mine = match mode {
+                Redistribution::EvenSplit => {
+                    let (n, p, i) = (all.len(), parallelism as usize, subtask_index as usize);
+                    let start = i * (n / p) + i.min(n % p);
+                    let len = n / p + usize::from(i < n % p);
+                    all.into_iter().skip(start).take(len).collect()
+                }
+                Redistribution::Union | Redistribution::Broadcast => all,
+            };
+            backend.states.insert(
+                name,
+                OpState {
+                    mode,
+                    type_name,
+                    data: Data::Raw(mine),
+                },
+            );
+        }
+        Ok(backend)
+    }
+
+    /// Registers a new state, or checks that an existing one has the same mode and type.
+    /// (Restored states of the right type were already decoded by the caller.)
+    fn register(&mut self, name: &str, mode: Redistribution, type_name: String, empty: Box<dyn Any + Send>, encode: Encoder) -> Result<()> {
+        crate::check_state_name(name)?;
+        match self.states.get(name) {
+            Some(state) if state.mode != mode => Err(StateError::InvalidArgument(format!(
+                "operator state `{name}` is registered as {:?}, not {mode:?}",
+                state.mode
+            ))),
+            Some(state) if state.type_name != type_name => Err(StateError::IncompatibleType {
+                name: name.into(),
+                role: "operator state",
+                existing: state.type_name.clone(),
+                requested: type_name,
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.states.insert(
+                    name.to_string(),
+                    OpState {
+                        mode,
+                        type_name,
+                        data: Data::Typed { value: empty, encode },
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn typed<T: 'static>(&mut self, name: &str) -> Result<&mut T> {
+        let state = self.states.get_mut(name).ok_or_else(|| StateError::UnknownState { name: name.into() })?;
+        match &mut state.data {
+            Data::Typed { value, .. } => value.downcast_mut::<T>().ok_or_else(|| type_confusion(name)),
+            Data::Raw(_) => Err(StateError::UnknownState { name: name.into() }),
+        }
+    }
+}
+
+impl DefaultOperatorStateBackend {
+    fn register_list<T: StateValue>(&mut self, name: &str, mode: Redistribution) -> Result<OperatorListHandle<T>> {
+        let type_name = type_name_of::<T>();
+        if let Some(OpState { data: Data::Raw(elements), type_name: existing, mode: m }) = self.states.get(name) {
+            if *existing == type_name && *m == mode {
+                let list = elements
+                    .iter()
+                    .map(|e| deserialize::<T>(e, name, "list element"))
+                    .collect::<Result<Vec<T>>>()?;
+                self.states.insert(
+                    name.to_string(),
+                    OpState {
+                        mode,
+                        type_name,
+                        data: Data::Typed {
+                            value: Box::new(list),
+                            encode: encode_list::<T>,
+                        },
+                    },
+                );
+                return Ok(OperatorListHandle {
+                    name: name.into(),
+                    _p: PhantomData,
+                });
+            }
+        }
+        self.register(name, mode, type_name, Box::new(Vec::<T>::new()), encode_list::<T>)?;
+        // A registration of an existing typed state must be of the same type.
+        self.typed::<Vec<T>>(name)?;
+        Ok(OperatorListHandle {
+            name: name.into(),
+            _p: PhantomData,
+        })
+    }
+}
+
+impl OperatorStateBackend for DefaultOperatorStateBackend {
+    fn list_state<T: StateValue>(&mut self, name: &str) -> Result<OperatorListHandle<T>> {
+        self.register_list(name, Redistribution::EvenSplit)
+    }
+
+    fn union_list_state<T: StateValue>(&mut self, name: &str) -> Result<OperatorListHandle<T>> {
+        self.register_list(name, Redistribution::Union)
+    }
+
+    fn broadcast_state<K: StateKey, V: StateValue>(&mut self, name: &str) -> Result<BroadcastStateHandle<K, V>> {
+        let type_name = format!("{} => {}", type_name_of::<K>(), type_name_of::<V>());
+        let mode = Redistribution::Broadcast;
+        if let Some(OpState { data: Data::Raw(elements), type_name: existing, .. }) = self.states.get(name) {
+            if *existing == type_name {
+                let mut map = HashMap::with_capacity(elements.len());
+                for e in elements {
+                    let (k, v) = split_pair(e, name)?;
+                    map.insert(deserialize::<K>(&k, name, "broadcast key")?, deserialize::<V>(&v, name, "broadcast value")?);
+                }
+                self.states.insert(
+                    name.to_string(),
+                    OpState {
+                        mode,
+                        type_name,
+                        data: Data::Typed {
+                            value: Box::new(map),
+                            encode: encode_map::<K, V>,
+                        },
+                    },
+                );
+                return Ok(BroadcastStateHandle {
+                    name: name.into(),
+                    _p: PhantomData,
+                });
+            }
+        }
+        self.register(name, mode, type_name, Box::new(HashMap::<K, V>::new()), encode_map::<K, V>)?;
+        self.typed::<HashMap<K, V>>(name)?;
+        Ok(BroadcastStateHandle {
+            name: name.into(),
+            _p: PhantomData,
+        })
+    }
+
+    fn list_get<T: StateValue>(&mut self, handle: &OperatorListHandle<T>) -> Result<Vec<T>> {
+        Ok(self.typed::<Vec<T>>(&handle.name)?.clone())
+    }
+
+    fn list_add<T: StateValue>(&mut self, handle: &OperatorListHandle<T>, value: T) -> Result<()> {
+        self.typed::<Vec<T>>(&handle.name)?.push(value);
+        Ok(())
+    }
+
+    fn list_update<T: StateValue>(&mut self, handle: &OperatorListHandle<T>, values: Vec<T>) -> Result<()> {
+        *self.typed::<Vec<T>>(&handle.name)? = values;
+        Ok(())
+    }
+
+    fn broadcast_get<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>, key: &K) -> Result<Option<V>> {
+        Ok(self.typed::<HashMap<K, V>>(&handle.name)?.get(key).cloned())
+    }
+
+    fn broadcast_put<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>, key: K, value: V) -> Result<()> {
+        self.typed::<HashMap<K, V>>(&handle.name)?.insert(key, value);
+        Ok(())
+    }
+
+    fn broadcast_remove<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>, key: &K) -> Result<()> {
+        self.typed::<HashMap<K, V>>(&handle.name)?.remove(key);
+        Ok(())
+    }
+
+    fn broadcast_entries<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>) -> Result<Vec<(K, V)>> {
+        Ok(self.typed::<HashMap<K, V>>(&handle.name)?.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<OperatorSnapshotHandle>> {
+        // Synchronous part: encode every state (operator state is small; Flink copies it too).
+        let mut states = Vec::with_capacity(self.states.len());
+        for (name, state) in &self.states {
+            let elements = match &state.data {
+                Data::Typed { value, encode } => encode(&**value, name)?,
+                Data::Raw(elements) => elements.clone(),
+            };
+            states.push((
+                OperatorStateInfo {
+                    name: name.clone(),
+                    mode: state.mode,
+                    elements: elements.len() as u64,
+                },
+                state.type_name.clone(),
+                elements,
+            ));
+        }
+        let subtask_index = self.subtask_index;
+        Ok(AsyncSnapshot::new(checkpoint_id, move |storage| {
+            write_stream(storage, checkpoint_id, subtask_index, states)
+        }))
+    }
+}
+
+type StateData = (OperatorStateInfo, String, Vec<Vec<u8>>);
+
+fn write_stream(storage: &dyn CheckpointStorage, checkpoint_id: u64, subtask_index: u32, states: Vec<StateData>) -> Result<OperatorSnapshotHandle> {
+    let header = OpHeader {
+        subtask_index,
+        states: states.iter().map(|(info, t, _)| (info.clone(), t.clone())).collect(),
+    };
+    let header_bytes = postcard::to_stdvec(&header).map_err(|e| StateError::Serialization {
+        name: "<operator header>".into(),
+        role: "header",
+        detail: e.to_string(),
+    })?;
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&OPERATOR_MAGIC);
+    buf.extend_from_slice(&OPERATOR_VERSION.to_be_bytes());
+    put_bytes(&mut buf, &header_bytes);
+    for (_, _, elements) in &states {
+        for e in elements {
+            put_bytes(&mut buf, e);
+        }
+    }
+    let crc = crc32c::crc32c(&buf);
+    buf.extend_from_slice(&crc.to_be_bytes());
+    buf.extend_from_slice(&OPERATOR_END);
+    let mut out = storage.create_output(checkpoint_id, &format!("op-{subtask_index}"))?;
+    out.write_all(&buf).map_err(|e| StateError::from_io("writing operator state", e))?;
+    let stream = out.finish()?;
+    Ok(OperatorSnapshotHandle {
+        checkpoint_id,
+        subtask_index,
+        states: header.states.into_iter().map(|(info, _)| info).collect(),
+        stream,
+    })
+}
+
+fn read_stream(handle: &OperatorSnapshotHandle, storage: &dyn CheckpointStorage) -> Result<Vec<StateData>> {
+    let name = handle.stream.describe();
+    let mut input = storage.open_input(&handle.stream)?;
+    let mut buf = Vec::new();
+    input
+        .read_to_end(&mut buf)
+        .map_err(|e| StateError::from_io(format!("reading `{name}`"), e))?;
+    let corrupt = |section: &str, detail: &str| StateError::Corrupt {
+        source_name: name.clone(),
+        section: section.into(),
+        detail: detail.into(),
+    };
+    if buf.len() < 8 || buf[..8] != OPERATOR_MAGIC {
+        return Err(if buf.len() < 8 {
+            StateError::Truncated {
+                source_name: name.clone(),
+                section: "magic".into(),
+            }
+        } else {
+            corrupt("magic", "not an operator state snapshot (wrong magic bytes)")
+        });
+    }
+    if buf.len() < 8 + 4 + 4 + 8 || buf[buf.len() - 8..] != OPERATOR_END {
+        return Err(StateError::Truncated {
+            source_name: name.clone(),
+            section: "trailer".into(),
+        });
+    }
+    let version = u32::from_be_bytes(buf[8..12].try_into().unwrap_or_default());
+    if version == 0 || version > OPERATOR_VERSION {
+        return Err(StateError::UnsupportedVersion {
+            source_name: name.clone(),
+            found: version,
+            supported: OPERATOR_VERSION,
+        });
+    }
+    let body_end = buf.len() - 12;
+    let crc = u32::from_be_bytes(buf[body_end..body_end + 4].try_into().unwrap_or_default());
+    if crc32c::crc32c(&buf[..body_end]) != crc {
+        return Err(corrupt("body", "checksum mismatch"));
+    }
+    let body = &buf[12..body_end];
+    let mut pos = 0;
+    let mut next = |what: &str| -> Result<&[u8]> {
+        let mut len: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let b = *body.get(pos).ok_or_else(|| corrupt(what, "runs past the end"))?;
+            pos += 1;
+            len |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(corrupt(what, "bad length"));
+            }
+        }
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|&e| e <= body.len())
+            .ok_or_else(|| corrupt(what, "runs past the end"))?;
+        let out = &body[pos..end];
+        pos = end;
+        Ok(out)
+    };
+    let header: OpHeader = postcard::from_bytes(next("header")?).map_err(|e| corrupt("header", &e.to_string()))?;
+    let mut out = Vec::with_capacity(header.states.len());
+    for (info, type_name) in header.states {
+        let mut elements = Vec::new();
+        for _ in 0..info.elements {
+            elements.push(next(&format!("operator state `{}`", info.name))?.to_vec());
+        }
+        out.push((info, type_name, elements));
+    }
+    Ok(out)
+}

@@ -1,0 +1,178 @@
+//! The snapshot model: what a snapshot yields (handles), where its bytes go (a
+//! [`CheckpointStorage`]), and the asynchronous part that writes them.
+//!
+//! A snapshot has two parts, as in Flink. The synchronous part
+//! ([`crate::KeyedStateBackend::snapshot`]) runs on the task thread and only pins the
+//! current state (copy-on-write, a RocksDB snapshot). The [`AsyncSnapshot`] it returns
+//! can run on any thread while the task keeps processing; it writes streams to a
+//! storage and yields a handle that a restore reads back.
+//!
+//! ```
+//! # use state_api::testkit::MemFiles;
+//! use state_api::{AsyncSnapshot, CheckpointStorage, StreamHandle};
+//! let job: AsyncSnapshot<StreamHandle> = AsyncSnapshot::new(7, |storage| {
+//!     let mut out = storage.create_output(7, "example")?;
+//!     std::io::Write::write_all(&mut out, b"hello").map_err(|e| state_api::StateError::from_io("writing", e))?;
+//!     out.finish()
+//! });
+//! let storage = MemFiles::default();
+//! let handle = std::thread::spawn(move || job.run(&storage)).join().unwrap().unwrap();
+//! assert_eq!(handle.size(), 5);
+//! ```
+
+use std::io::{Read, Seek, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::keygroup::KeyGroupRange;
+
+/// Where the bytes of one written stream are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamHandle {
+    /// Small state kept inline (in the checkpoint metadata, or in memory).
+    Inline {
+        /// The stream's bytes.
+        bytes: Vec<u8>,
+    },
+    /// A file (or object) of a checkpoint storage.
+    File {
+        /// The path, relative to the storage's root or absolute, as the storage defines it.
+        path: String,
+        /// Size in bytes.
+        size: u64,
+        /// CRC32C of the whole file.
+        crc32c: u32,
+    },
+}
+
+impl StreamHandle {
+    /// Size of the stream in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            StreamHandle::Inline { bytes } => bytes.len() as u64,
+            StreamHandle::File { size, .. } => *size,
+        }
+    }
+
+    /// A name for error messages: the path, or `<inline N bytes>`.
+    pub fn describe(&self) -> String {
+        match self {
+            StreamHandle::Inline { bytes } => format!("<inline {} bytes>", bytes.len()),
+            StreamHandle::File { path, .. } => path.clone(),
+        }
+    }
+
+    /// A reader over an inline handle's bytes; `None` for files. Storages call this first
+    /// in [`CheckpointStorage::open_input`] so that inline state works everywhere.
+    pub fn open_inline(&self) -> Option<Box<dyn CheckpointInput>> {
+        match self {
+            StreamHandle::Inline { bytes } => Some(Box::new(std::io::Cursor::new(bytes.clone()))),
+            StreamHandle::File { .. } => None,
+        }
+    }
+}
+
+/// What a keyed backend's snapshot wrote: one stream in the canonical format covering a
+/// key-group range, with the offset of each key group's section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedSnapshotHandle {
+    /// The checkpoint the snapshot belongs to.
+    pub checkpoint_id: u64,
+    /// The key groups the stream holds.
+    pub key_group_range: KeyGroupRange,
+    /// Offset of each key group's section in the stream (index `kg - range.start()`).
+    pub key_group_offsets: Vec<u64>,
+    /// The stream.
+    pub stream: StreamHandle,
+}
+
+/// How operator list state is redistributed when restoring at another parallelism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Redistribution {
+    /// The elements of all old subtasks are split evenly among the new ones (Flink's `getListState`).
+    EvenSplit,
+    /// Every new subtask gets every element (Flink's `getUnionListState`).
+    Union,
+    /// Broadcast state: every subtask holds the same map; a restore takes one copy.
+    Broadcast,
+}
+
+/// Which operator states a stream holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorStateInfo {
+    /// The state name.
+    pub name: String,
+    /// Its redistribution mode.
+    pub mode: Redistribution,
+    /// Number of elements (list) or entries (broadcast map).
+    pub elements: u64,
+}
+
+/// What an operator (non-keyed) backend's snapshot wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorSnapshotHandle {
+    /// The checkpoint the snapshot belongs to.
+    pub checkpoint_id: u64,
+    /// The subtask that wrote it.
+    pub subtask_index: u32,
+    /// The states in the stream.
+    pub states: Vec<OperatorStateInfo>,
+    /// The stream.
+    pub stream: StreamHandle,
+}
+
+/// A stream being written to a checkpoint storage.
+pub trait CheckpointOutput: Write + Send {
+    /// Completes the stream and returns where it is. Errors from the storage (a size
+    /// limit, a failed upload) surface here or from `write`.
+    fn finish(self: Box<Self>) -> Result<StreamHandle>;
+}
+
+/// A stream being read back from a checkpoint storage.
+pub trait CheckpointInput: Read + Seek + Send {}
+impl<T: Read + Seek + Send> CheckpointInput for T {}
+
+/// Where snapshot streams go: memory, a directory, an object store. Backends write
+/// through it without knowing which.
+pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
+    /// Opens a new stream for state owned by checkpoint `checkpoint_id`; `name` is a hint
+    /// (a file-name stem) that storages may use.
+    fn create_output(&self, checkpoint_id: u64, name: &str) -> Result<Box<dyn CheckpointOutput>>;
+    /// Opens a stream that an earlier [`CheckpointOutput::finish`] returned.
+    fn open_input(&self, handle: &StreamHandle) -> Result<Box<dyn CheckpointInput>>;
+}
+
+/// The asynchronous part of a snapshot: writes what the synchronous part pinned.
+/// `Send`, so it can run on another thread while the task keeps going.
+#[must_use = "a snapshot is only written when its asynchronous part runs"]
+pub struct AsyncSnapshot<H> {
+    checkpoint_id: u64,
+    job: Box<dyn FnOnce(&dyn CheckpointStorage) -> Result<H> + Send>,
+}
+
+impl<H> AsyncSnapshot<H> {
+    /// Wraps the work of an asynchronous snapshot part.
+    pub fn new(checkpoint_id: u64, job: impl FnOnce(&dyn CheckpointStorage) -> Result<H> + Send + 'static) -> Self {
+        AsyncSnapshot {
+            checkpoint_id,
+            job: Box::new(job),
+        }
+    }
+
+    /// The checkpoint this snapshot belongs to.
+    pub fn checkpoint_id(&self) -> u64 {
+        self.checkpoint_id
+    }
+
+    /// Writes the snapshot to `storage` and returns its handle.
+    pub fn run(self, storage: &dyn CheckpointStorage) -> Result<H> {
+        (self.job)(storage)
+    }
+}
+
+impl<H> std::fmt::Debug for AsyncSnapshot<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncSnapshot").field("checkpoint_id", &self.checkpoint_id).finish()
+    }
+}
