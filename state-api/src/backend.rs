@@ -40,7 +40,7 @@ pub type RawMapIter<'a, UK, UV> = Box<dyn Iterator<Item = Result<(UK, TtlValue<U
 ///     Ok(n)
 /// }
 /// ```
-pub trait KeyedStateBackend: Send + Sized {
+pub trait KeyedStateBackend: Send + Sized + std::fmt::Debug {
     /// The key type.
     type Key: StateKey;
 
@@ -60,9 +60,17 @@ pub trait KeyedStateBackend: Send + Sized {
 
     /// Registers (or looks up) a state stored as one value per key and namespace
     /// (value, reducing and aggregating state).
-    fn register_value<V: StateValue, N: Namespace>(&mut self, meta: StateMeta, ttl: Option<TtlConfig>) -> Result<StateId>;
+    fn register_value<V: StateValue, N: Namespace>(
+        &mut self,
+        meta: StateMeta,
+        ttl: Option<TtlConfig>,
+    ) -> Result<StateId>;
     /// Registers (or looks up) a list state.
-    fn register_list<E: StateValue, N: Namespace>(&mut self, meta: StateMeta, ttl: Option<TtlConfig>) -> Result<StateId>;
+    fn register_list<E: StateValue, N: Namespace>(
+        &mut self,
+        meta: StateMeta,
+        ttl: Option<TtlConfig>,
+    ) -> Result<StateId>;
     /// Registers (or looks up) a map state.
     fn register_map<UK: StateKey, UV: StateValue, N: Namespace>(
         &mut self,
@@ -87,9 +95,19 @@ pub trait KeyedStateBackend: Send + Sized {
         f: impl FnOnce(&[TtlValue<E>]) -> R,
     ) -> Result<Option<R>>;
     /// Appends to the list for the current key and `ns`.
-    fn raw_list_append<E: StateValue, N: Namespace>(&mut self, id: StateId, ns: &N, values: Vec<TtlValue<E>>) -> Result<()>;
+    fn raw_list_append<E: StateValue, N: Namespace>(
+        &mut self,
+        id: StateId,
+        ns: &N,
+        values: Vec<TtlValue<E>>,
+    ) -> Result<()>;
     /// Replaces the list for the current key and `ns`; an empty list removes it.
-    fn raw_list_write<E: StateValue, N: Namespace>(&mut self, id: StateId, ns: &N, values: Vec<TtlValue<E>>) -> Result<()>;
+    fn raw_list_write<E: StateValue, N: Namespace>(
+        &mut self,
+        id: StateId,
+        ns: &N,
+        values: Vec<TtlValue<E>>,
+    ) -> Result<()>;
     /// Reads one map entry for the current key and `ns`.
     fn raw_map_read<UK: StateKey, UV: StateValue, N: Namespace, R>(
         &mut self,
@@ -107,7 +125,12 @@ pub trait KeyedStateBackend: Send + Sized {
         value: TtlValue<UV>,
     ) -> Result<()>;
     /// Removes one map entry for the current key and `ns`.
-    fn raw_map_remove<UK: StateKey, UV: StateValue, N: Namespace>(&mut self, id: StateId, ns: &N, user_key: &UK) -> Result<()>;
+    fn raw_map_remove<UK: StateKey, UV: StateValue, N: Namespace>(
+        &mut self,
+        id: StateId,
+        ns: &N,
+        user_key: &UK,
+    ) -> Result<()>;
     /// Iterates over the map for the current key and `ns`.
     fn raw_map_iter<UK: StateKey, UV: StateValue, N: Namespace>(
         &mut self,
@@ -145,7 +168,10 @@ pub trait KeyedStateBackend: Send + Sized {
     }
 
     /// The value state `handle` for the current key.
-    fn value<'a, T: StateValue>(&'a mut self, handle: &'a ValueStateHandle<T>) -> ValueView<'a, Self, T, VoidNamespace> {
+    fn value<'a, T: StateValue>(
+        &'a mut self,
+        handle: &'a ValueStateHandle<T>,
+    ) -> ValueView<'a, Self, T, VoidNamespace> {
         ValueView::new(self, handle, &VoidNamespace)
     }
     /// The value state `handle` for the current key in namespace `ns`.

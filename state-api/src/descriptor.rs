@@ -20,7 +20,9 @@ use std::sync::Arc;
 
 use crate::backend::KeyedStateBackend;
 use crate::error::Result;
-use crate::state::{Namespace, StateId, StateKey, StateKind, StateMeta, StateValue, TtlMeta, VoidNamespace, type_name_of};
+use crate::state::{
+    Namespace, StateId, StateKey, StateKind, StateMeta, StateValue, TtlMeta, VoidNamespace, type_name_of,
+};
 use crate::ttl::TtlConfig;
 
 /// A description of a keyed state that a backend can register.
@@ -191,7 +193,10 @@ impl<T: StateValue, N: Namespace> StateDescriptor for ValueStateDescriptor<T, N>
     type Handle = ValueStateHandle<T, N>;
     fn register_in<B: KeyedStateBackend>(self, backend: &mut B) -> Result<Self::Handle> {
         let id = backend.register_value::<T, N>(self.common.meta.clone(), self.common.ttl.clone())?;
-        Ok(ValueStateHandle { id, desc: Arc::new(self) })
+        Ok(ValueStateHandle {
+            id,
+            desc: Arc::new(self),
+        })
     }
 }
 
@@ -231,7 +236,10 @@ impl<T: StateValue, N: Namespace> StateDescriptor for ListStateDescriptor<T, N> 
     type Handle = ListStateHandle<T, N>;
     fn register_in<B: KeyedStateBackend>(self, backend: &mut B) -> Result<Self::Handle> {
         let id = backend.register_list::<T, N>(self.common.meta.clone(), self.common.ttl.clone())?;
-        Ok(ListStateHandle { id, desc: Arc::new(self) })
+        Ok(ListStateHandle {
+            id,
+            desc: Arc::new(self),
+        })
     }
 }
 
@@ -247,7 +255,12 @@ impl<UK: StateKey, UV: StateValue> MapStateDescriptor<UK, UV, VoidNamespace> {
     /// A map state called `name`.
     pub fn new(name: &str) -> Self {
         MapStateDescriptor {
-            common: Common::new::<VoidNamespace>(name, StateKind::Map, type_name_of::<UV>(), Some(type_name_of::<UK>())),
+            common: Common::new::<VoidNamespace>(
+                name,
+                StateKind::Map,
+                type_name_of::<UV>(),
+                Some(type_name_of::<UK>()),
+            ),
             _p: PhantomData,
         }
     }
@@ -277,7 +290,10 @@ impl<UK: StateKey, UV: StateValue, N: Namespace> StateDescriptor for MapStateDes
     type Handle = MapStateHandle<UK, UV, N>;
     fn register_in<B: KeyedStateBackend>(self, backend: &mut B) -> Result<Self::Handle> {
         let id = backend.register_map::<UK, UV, N>(self.common.meta.clone(), self.common.ttl.clone())?;
-        Ok(MapStateHandle { id, desc: Arc::new(self) })
+        Ok(MapStateHandle {
+            id,
+            desc: Arc::new(self),
+        })
     }
 }
 
@@ -328,7 +344,10 @@ impl<T: StateValue, N: Namespace> StateDescriptor for ReducingStateDescriptor<T,
     type Handle = ReducingStateHandle<T, N>;
     fn register_in<B: KeyedStateBackend>(self, backend: &mut B) -> Result<Self::Handle> {
         let id = backend.register_value::<T, N>(self.common.meta.clone(), self.common.ttl.clone())?;
-        Ok(ReducingStateHandle { id, desc: Arc::new(self) })
+        Ok(ReducingStateHandle {
+            id,
+            desc: Arc::new(self),
+        })
     }
 }
 
@@ -383,11 +402,16 @@ impl<IN: 'static, ACC: StateValue, OUT: 'static, N: Namespace> AggregatingStateD
 
 handle_common!(AggregatingStateHandle<IN, ACC, OUT>, AggregatingStateDescriptor);
 
-impl<IN: 'static, ACC: StateValue, OUT: 'static, N: Namespace> StateDescriptor for AggregatingStateDescriptor<IN, ACC, OUT, N> {
+impl<IN: 'static, ACC: StateValue, OUT: 'static, N: Namespace> StateDescriptor
+    for AggregatingStateDescriptor<IN, ACC, OUT, N>
+{
     type Handle = AggregatingStateHandle<IN, ACC, OUT, N>;
     fn register_in<B: KeyedStateBackend>(self, backend: &mut B) -> Result<Self::Handle> {
         let id = backend.register_value::<ACC, N>(self.common.meta.clone(), self.common.ttl.clone())?;
-        Ok(AggregatingStateHandle { id, desc: Arc::new(self) })
+        Ok(AggregatingStateHandle {
+            id,
+            desc: Arc::new(self),
+        })
     }
 }
 

@@ -249,7 +249,10 @@ pub struct KeyedStreamReader {
 
 impl std::fmt::Debug for KeyedStreamReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedStreamReader").field("name", &self.name).field("header", &self.header).finish()
+        f.debug_struct("KeyedStreamReader")
+            .field("name", &self.name)
+            .field("header", &self.header)
+            .finish()
     }
 }
 
@@ -316,9 +319,9 @@ impl KeyedStreamReader {
         if crc32c::crc32c(&header_bytes) != u32::from_be_bytes(word) {
             return Err(corrupt(name, "header", "checksum mismatch"));
         }
-        let header: SnapshotHeader =
-            postcard::from_bytes(&header_bytes).map_err(|e| corrupt(name, "header", format!("does not decode: {e}")))?;
-        let header_end = 16 + header_len;
+        let header: SnapshotHeader = postcard::from_bytes(&header_bytes)
+            .map_err(|e| corrupt(name, "header", format!("does not decode: {e}")))?;
+        let header_end = 20 + header_len;
 
         // Trailer and index.
         if total < header_end + TRAILER_LEN {
@@ -339,7 +342,11 @@ impl KeyedStreamReader {
         let index_offset = u64::from_be_bytes(trailer[0..8].try_into().unwrap_or_default());
         let index_len = u64::from(u32::from_be_bytes(trailer[8..12].try_into().unwrap_or_default()));
         if index_offset < header_end || index_offset + index_len + 4 + TRAILER_LEN != total {
-            return Err(corrupt(name, "trailer", "index position does not match the stream length"));
+            return Err(corrupt(
+                name,
+                "trailer",
+                "index position does not match the stream length",
+            ));
         }
         input.seek(SeekFrom::Start(index_offset)).map_err(io)?;
         let index_bytes = read_vec(&mut *input, index_len, name, "index", total)?;
@@ -482,7 +489,11 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn err(&self, detail: &str) -> StateError {
-        corrupt(self.name, format!("key group {}", self.key_group), format!("{detail} at byte {}", self.pos))
+        corrupt(
+            self.name,
+            format!("key group {}", self.key_group),
+            format!("{detail} at byte {}", self.pos),
+        )
     }
 
     fn varint(&mut self) -> Result<u64> {
@@ -555,48 +566,8 @@ impl<'r> Section<'r> {
                 .and_then(|i| states.get(i))
                 .ok_or_else(|| c.err(&format!("state index {idx} not in the header")))?;
             let count = c.count()?;
-            let ttl = meta.ttl.is_some();
             let start = c.pos;
-            let mut entries = Vec::with_capacity(count);
-            for _ in 0..count {
-                let key = c.bytes()?;
-                let namespace = c.bytes()?;
-                let entry = match meta.kind.shape() {
-                    StateShape::Value => {
-                        let timestamp = if ttl { c.i64()? } else { 0 };
-                        RawEntry::Value {
-                            key,
-                            namespace,
-                            timestamp,
-                            value: c.bytes()?,
-                        }
-                    }
-                    StateShape::List => {
-                        let n = c.count()?;
-                        let mut items = Vec::with_capacity(n);
-                        for _ in 0..n {
-                            let ts = if ttl { c.i64()? } else { 0 };
-                            items.push((ts, c.bytes()?));
-                        }
-                        RawEntry::List { key, namespace, items }
-                    }
-                    StateShape::Map => {
-                        let n = c.count()?;
-                        let mut map_entries = Vec::with_capacity(n);
-                        for _ in 0..n {
-                            let uk = c.bytes()?;
-                            let ts = if ttl { c.i64()? } else { 0 };
-                            map_entries.push((uk, ts, c.bytes()?));
-                        }
-                        RawEntry::Map {
-                            key,
-                            namespace,
-                            entries: map_entries,
-                        }
-                    }
-                };
-                entries.push(entry);
-            }
+            let entries = parse_entries(&mut c, meta, count)?;
             blocks.push(Block {
                 meta,
                 entries,
@@ -605,6 +576,74 @@ impl<'r> Section<'r> {
         }
         Ok(blocks)
     }
+}
+
+fn parse_entries<'a>(c: &mut Cursor<'a>, meta: &StateMeta, count: usize) -> Result<Vec<RawEntry<'a>>> {
+    let ttl = meta.ttl.is_some();
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key = c.bytes()?;
+        let namespace = c.bytes()?;
+        let entry = match meta.kind.shape() {
+            StateShape::Value => {
+                let timestamp = if ttl { c.i64()? } else { 0 };
+                RawEntry::Value {
+                    key,
+                    namespace,
+                    timestamp,
+                    value: c.bytes()?,
+                }
+            }
+            StateShape::List => {
+                let n = c.count()?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let ts = if ttl { c.i64()? } else { 0 };
+                    items.push((ts, c.bytes()?));
+                }
+                RawEntry::List { key, namespace, items }
+            }
+            StateShape::Map => {
+                let n = c.count()?;
+                let mut map_entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let uk = c.bytes()?;
+                    let ts = if ttl { c.i64()? } else { 0 };
+                    map_entries.push((uk, ts, c.bytes()?));
+                }
+                RawEntry::Map {
+                    key,
+                    namespace,
+                    entries: map_entries,
+                }
+            }
+        };
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// Decodes the entries of a block kept as raw bytes ([`Block::raw`]) with `count` entries.
+/// `source_name` and `key_group` name the origin in errors.
+pub fn decode_block<'a>(
+    raw: &'a [u8],
+    meta: &StateMeta,
+    count: u64,
+    source_name: &'a str,
+    key_group: u32,
+) -> Result<Vec<RawEntry<'a>>> {
+    let mut c = Cursor {
+        data: raw,
+        pos: 0,
+        name: source_name,
+        key_group,
+    };
+    let count = usize::try_from(count).map_err(|_| c.err("count does not fit in memory"))?;
+    let entries = parse_entries(&mut c, meta, count)?;
+    if c.pos != raw.len() {
+        return Err(c.err("bytes left after the last entry"));
+    }
+    Ok(entries)
 }
 
 /// Appends a value-shaped entry (for backends that hold bytes, such as RocksDB).
@@ -634,7 +673,11 @@ pub fn put_raw_entry(buf: &mut Vec<u8>, entry: &RawEntry<'_>, ttl: bool) {
                 put_bytes(buf, v);
             }
         }
-        RawEntry::Map { key, namespace, entries } => {
+        RawEntry::Map {
+            key,
+            namespace,
+            entries,
+        } => {
             put_bytes(buf, key);
             put_bytes(buf, namespace);
             put_varint(buf, entries.len() as u64);

@@ -89,10 +89,7 @@ impl KeyGroupRange {
         if start >= end_exclusive {
             Self::EMPTY
         } else {
-            KeyGroupRange {
-                start,
-                end_exclusive,
-            }
+            KeyGroupRange { start, end_exclusive }
         }
     }
 
@@ -103,8 +100,7 @@ impl KeyGroupRange {
 
     /// Index of `key_group` within the range (`key_group - start`), if it is in the range.
     pub fn index_of(&self, key_group: u32) -> Option<usize> {
-        self.contains(key_group)
-            .then(|| (key_group - self.start) as usize)
+        self.contains(key_group).then(|| (key_group - self.start) as usize)
     }
 }
 
@@ -203,12 +199,26 @@ pub fn key_group_for_hash(hash: u32, max_parallelism: u32) -> u32 {
 
 /// Key group of a key: serializes it canonically (postcard) and hashes the bytes.
 pub fn key_group_for_key<K: serde::Serialize + ?Sized>(key: &K, max_parallelism: u32) -> Result<u32> {
-    let bytes = postcard::to_stdvec(key).map_err(|e| StateError::Serialization {
+    key_group_and_bytes(key, max_parallelism, &mut Vec::new())
+}
+
+/// Serializes `key` canonically into `buf` (replacing its content) and returns the key's
+/// key group. Backends call this once per key switch and keep the bytes (RocksDB
+/// prefixes its keys with them).
+pub fn key_group_and_bytes<K: serde::Serialize + ?Sized>(
+    key: &K,
+    max_parallelism: u32,
+    buf: &mut Vec<u8>,
+) -> Result<u32> {
+    check_max_parallelism(max_parallelism)?;
+    buf.clear();
+    let out = postcard::to_extend(key, std::mem::take(buf)).map_err(|e| StateError::Serialization {
         name: "<key>".into(),
         role: "key",
         detail: e.to_string(),
     })?;
-    key_group_for_bytes(&bytes, max_parallelism)
+    *buf = out;
+    Ok(key_group_for_hash(stable_hash(buf), max_parallelism))
 }
 
 /// Index of the operator (subtask) that owns `key_group` (Flink's `computeOperatorIndexForKeyGroup`).
@@ -224,14 +234,22 @@ pub fn operator_index_for_key_group(max_parallelism: u32, parallelism: u32, key_
 
 /// Key-group range owned by operator `operator_index` of `parallelism` (Flink's
 /// `computeKeyGroupRangeForOperatorIndex`).
-pub fn key_group_range_for_operator(max_parallelism: u32, parallelism: u32, operator_index: u32) -> Result<KeyGroupRange> {
+pub fn key_group_range_for_operator(
+    max_parallelism: u32,
+    parallelism: u32,
+    operator_index: u32,
+) -> Result<KeyGroupRange> {
     check_parallelism(max_parallelism, parallelism)?;
     if operator_index >= parallelism {
         return Err(StateError::InvalidArgument(format!(
             "operator index {operator_index} is not below the parallelism {parallelism}"
         )));
     }
-    let (max_p, p, i) = (u64::from(max_parallelism), u64::from(parallelism), u64::from(operator_index));
+    let (max_p, p, i) = (
+        u64::from(max_parallelism),
+        u64::from(parallelism),
+        u64::from(operator_index),
+    );
     let start = (i * max_p).div_ceil(p);
     let end = ((i + 1) * max_p).div_ceil(p) - 1;
     Ok(KeyGroupRange::new(start as u32, end as u32))
@@ -292,7 +310,11 @@ mod tests {
         ];
         for (key, kg128, kg32768) in golden {
             assert_eq!(key_group_for_key(key, 128).unwrap(), kg128, "{key:?} at 128");
-            assert_eq!(key_group_for_key(&key.to_string(), 32768).unwrap(), kg32768, "{key:?} at 32768");
+            assert_eq!(
+                key_group_for_key(&key.to_string(), 32768).unwrap(),
+                kg32768,
+                "{key:?} at 32768"
+            );
         }
     }
 
@@ -337,7 +359,16 @@ mod tests {
         );
         assert_eq!(
             ranges(4096, 10),
-            vec![(0, 409), (410, 819), (820, 1228), (1229, 1638), (1639, 2047), (2048, 2457), (2458, 2867), (2868, 3276)]
+            vec![
+                (0, 409),
+                (410, 819),
+                (820, 1228),
+                (1229, 1638),
+                (1639, 2047),
+                (2048, 2457),
+                (2458, 2867),
+                (2868, 3276)
+            ]
         );
     }
 
@@ -351,7 +382,10 @@ mod tests {
             (128, [0, 1, 42, 63, 64, 127]),
         ];
         for (p, want) in golden {
-            let got: Vec<u32> = kgs.iter().map(|&kg| operator_index_for_key_group(128, p, kg).unwrap()).collect();
+            let got: Vec<u32> = kgs
+                .iter()
+                .map(|&kg| operator_index_for_key_group(128, p, kg).unwrap())
+                .collect();
             assert_eq!(got, want, "p={p}");
         }
     }

@@ -85,13 +85,29 @@ pub trait OperatorStateBackend: Send {
     }
 
     /// A broadcast entry.
-    fn broadcast_get<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>, key: &K) -> Result<Option<V>>;
+    fn broadcast_get<K: StateKey, V: StateValue>(
+        &mut self,
+        handle: &BroadcastStateHandle<K, V>,
+        key: &K,
+    ) -> Result<Option<V>>;
     /// Sets a broadcast entry.
-    fn broadcast_put<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>, key: K, value: V) -> Result<()>;
+    fn broadcast_put<K: StateKey, V: StateValue>(
+        &mut self,
+        handle: &BroadcastStateHandle<K, V>,
+        key: K,
+        value: V,
+    ) -> Result<()>;
     /// Removes a broadcast entry.
-    fn broadcast_remove<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>, key: &K) -> Result<()>;
+    fn broadcast_remove<K: StateKey, V: StateValue>(
+        &mut self,
+        handle: &BroadcastStateHandle<K, V>,
+        key: &K,
+    ) -> Result<()>;
     /// Every broadcast entry.
-    fn broadcast_entries<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>) -> Result<Vec<(K, V)>>;
+    fn broadcast_entries<K: StateKey, V: StateValue>(
+        &mut self,
+        handle: &BroadcastStateHandle<K, V>,
+    ) -> Result<Vec<(K, V)>>;
 
     /// The synchronous part of a snapshot; the returned part writes it.
     fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<OperatorSnapshotHandle>>;
@@ -101,7 +117,10 @@ type Encoder = fn(&dyn Any, &str) -> Result<Vec<Vec<u8>>>;
 
 enum Data {
     /// Registered: `Vec<T>` or `HashMap<K, V>`, with its encoder.
-    Typed { value: Box<dyn Any + Send>, encode: Encoder },
+    Typed {
+        value: Box<dyn Any + Send>,
+        encode: Encoder,
+    },
     /// Restored and not registered yet: encoded elements.
     Raw(Vec<Vec<u8>>),
 }
@@ -147,7 +166,9 @@ fn encode_list<T: StateValue>(value: &dyn Any, name: &str) -> Result<Vec<Vec<u8>
 }
 
 fn encode_map<K: StateKey, V: StateValue>(value: &dyn Any, name: &str) -> Result<Vec<Vec<u8>>> {
-    let map = value.downcast_ref::<HashMap<K, V>>().ok_or_else(|| type_confusion(name))?;
+    let map = value
+        .downcast_ref::<HashMap<K, V>>()
+        .ok_or_else(|| type_confusion(name))?;
     let mut scratch = Vec::new();
     map.iter()
         .map(|(k, v)| {
@@ -160,7 +181,9 @@ fn encode_map<K: StateKey, V: StateValue>(value: &dyn Any, name: &str) -> Result
 }
 
 fn type_confusion(name: &str) -> StateError {
-    StateError::InvalidArgument(format!("operator state `{name}` was accessed through a handle of another type"))
+    StateError::InvalidArgument(format!(
+        "operator state `{name}` was accessed through a handle of another type"
+    ))
 }
 
 fn split_pair(bytes: &[u8], name: &str) -> Result<(Vec<u8>, Vec<u8>)> {
@@ -185,7 +208,11 @@ fn split_pair(bytes: &[u8], name: &str) -> Result<(Vec<u8>, Vec<u8>)> {
                 return Err(bad());
             }
         }
-        let end = usize::try_from(len).ok().and_then(|l| pos.checked_add(l)).filter(|&e| e <= bytes.len()).ok_or_else(bad)?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(bad)?;
         let out = bytes[pos..end].to_vec();
         pos = end;
         Ok(out)
@@ -267,7 +294,14 @@ impl DefaultOperatorStateBackend {
 
     /// Registers a new state, or checks that an existing one has the same mode and type.
     /// (Restored states of the right type were already decoded by the caller.)
-    fn register(&mut self, name: &str, mode: Redistribution, type_name: String, empty: Box<dyn Any + Send>, encode: Encoder) -> Result<()> {
+    fn register(
+        &mut self,
+        name: &str,
+        mode: Redistribution,
+        type_name: String,
+        empty: Box<dyn Any + Send>,
+        encode: Encoder,
+    ) -> Result<()> {
         crate::check_state_name(name)?;
         match self.states.get(name) {
             Some(state) if state.mode != mode => Err(StateError::InvalidArgument(format!(
@@ -296,7 +330,10 @@ impl DefaultOperatorStateBackend {
     }
 
     fn typed<T: 'static>(&mut self, name: &str) -> Result<&mut T> {
-        let state = self.states.get_mut(name).ok_or_else(|| StateError::UnknownState { name: name.into() })?;
+        let state = self
+            .states
+            .get_mut(name)
+            .ok_or_else(|| StateError::UnknownState { name: name.into() })?;
         match &mut state.data {
             Data::Typed { value, .. } => value.downcast_mut::<T>().ok_or_else(|| type_confusion(name)),
             Data::Raw(_) => Err(StateError::UnknownState { name: name.into() }),
@@ -307,7 +344,12 @@ impl DefaultOperatorStateBackend {
 impl DefaultOperatorStateBackend {
     fn register_list<T: StateValue>(&mut self, name: &str, mode: Redistribution) -> Result<OperatorListHandle<T>> {
         let type_name = type_name_of::<T>();
-        if let Some(OpState { data: Data::Raw(elements), type_name: existing, mode: m }) = self.states.get(name) {
+        if let Some(OpState {
+            data: Data::Raw(elements),
+            type_name: existing,
+            mode: m,
+        }) = self.states.get(name)
+        {
             if *existing == type_name && *m == mode {
                 let list = elements
                     .iter()
@@ -352,12 +394,20 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
     fn broadcast_state<K: StateKey, V: StateValue>(&mut self, name: &str) -> Result<BroadcastStateHandle<K, V>> {
         let type_name = format!("{} => {}", type_name_of::<K>(), type_name_of::<V>());
         let mode = Redistribution::Broadcast;
-        if let Some(OpState { data: Data::Raw(elements), type_name: existing, .. }) = self.states.get(name) {
+        if let Some(OpState {
+            data: Data::Raw(elements),
+            type_name: existing,
+            ..
+        }) = self.states.get(name)
+        {
             if *existing == type_name {
                 let mut map = HashMap::with_capacity(elements.len());
                 for e in elements {
                     let (k, v) = split_pair(e, name)?;
-                    map.insert(deserialize::<K>(&k, name, "broadcast key")?, deserialize::<V>(&v, name, "broadcast value")?);
+                    map.insert(
+                        deserialize::<K>(&k, name, "broadcast key")?,
+                        deserialize::<V>(&v, name, "broadcast value")?,
+                    );
                 }
                 self.states.insert(
                     name.to_string(),
@@ -376,7 +426,13 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
                 });
             }
         }
-        self.register(name, mode, type_name, Box::new(HashMap::<K, V>::new()), encode_map::<K, V>)?;
+        self.register(
+            name,
+            mode,
+            type_name,
+            Box::new(HashMap::<K, V>::new()),
+            encode_map::<K, V>,
+        )?;
         self.typed::<HashMap<K, V>>(name)?;
         Ok(BroadcastStateHandle {
             name: name.into(),
@@ -398,22 +454,42 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
         Ok(())
     }
 
-    fn broadcast_get<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>, key: &K) -> Result<Option<V>> {
+    fn broadcast_get<K: StateKey, V: StateValue>(
+        &mut self,
+        handle: &BroadcastStateHandle<K, V>,
+        key: &K,
+    ) -> Result<Option<V>> {
         Ok(self.typed::<HashMap<K, V>>(&handle.name)?.get(key).cloned())
     }
 
-    fn broadcast_put<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>, key: K, value: V) -> Result<()> {
+    fn broadcast_put<K: StateKey, V: StateValue>(
+        &mut self,
+        handle: &BroadcastStateHandle<K, V>,
+        key: K,
+        value: V,
+    ) -> Result<()> {
         self.typed::<HashMap<K, V>>(&handle.name)?.insert(key, value);
         Ok(())
     }
 
-    fn broadcast_remove<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>, key: &K) -> Result<()> {
+    fn broadcast_remove<K: StateKey, V: StateValue>(
+        &mut self,
+        handle: &BroadcastStateHandle<K, V>,
+        key: &K,
+    ) -> Result<()> {
         self.typed::<HashMap<K, V>>(&handle.name)?.remove(key);
         Ok(())
     }
 
-    fn broadcast_entries<K: StateKey, V: StateValue>(&mut self, handle: &BroadcastStateHandle<K, V>) -> Result<Vec<(K, V)>> {
-        Ok(self.typed::<HashMap<K, V>>(&handle.name)?.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    fn broadcast_entries<K: StateKey, V: StateValue>(
+        &mut self,
+        handle: &BroadcastStateHandle<K, V>,
+    ) -> Result<Vec<(K, V)>> {
+        Ok(self
+            .typed::<HashMap<K, V>>(&handle.name)?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<OperatorSnapshotHandle>> {
@@ -443,7 +519,12 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
 
 type StateData = (OperatorStateInfo, String, Vec<Vec<u8>>);
 
-fn write_stream(storage: &dyn CheckpointStorage, checkpoint_id: u64, subtask_index: u32, states: Vec<StateData>) -> Result<OperatorSnapshotHandle> {
+fn write_stream(
+    storage: &dyn CheckpointStorage,
+    checkpoint_id: u64,
+    subtask_index: u32,
+    states: Vec<StateData>,
+) -> Result<OperatorSnapshotHandle> {
     let header = OpHeader {
         subtask_index,
         states: states.iter().map(|(info, t, _)| (info.clone(), t.clone())).collect(),
@@ -466,7 +547,8 @@ fn write_stream(storage: &dyn CheckpointStorage, checkpoint_id: u64, subtask_ind
     buf.extend_from_slice(&crc.to_be_bytes());
     buf.extend_from_slice(&OPERATOR_END);
     let mut out = storage.create_output(checkpoint_id, &format!("op-{subtask_index}"))?;
-    out.write_all(&buf).map_err(|e| StateError::from_io("writing operator state", e))?;
+    out.write_all(&buf)
+        .map_err(|e| StateError::from_io("writing operator state", e))?;
     let stream = out.finish()?;
     Ok(OperatorSnapshotHandle {
         checkpoint_id,

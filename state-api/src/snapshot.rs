@@ -173,6 +173,8 @@ impl<H> AsyncSnapshot<H> {
 
 impl<H> std::fmt::Debug for AsyncSnapshot<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncSnapshot").field("checkpoint_id", &self.checkpoint_id).finish()
+        f.debug_struct("AsyncSnapshot")
+            .field("checkpoint_id", &self.checkpoint_id)
+            .finish()
     }
 }

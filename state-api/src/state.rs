@@ -104,7 +104,11 @@ impl StateMeta {
         }
         let pairs = [
             ("namespace", Some(&self.namespace_type), Some(&requested.namespace_type)),
-            ("user key", self.user_key_type.as_ref(), requested.user_key_type.as_ref()),
+            (
+                "user key",
+                self.user_key_type.as_ref(),
+                requested.user_key_type.as_ref(),
+            ),
             ("value", Some(&self.value_type), Some(&requested.value_type)),
         ];
         for (role, existing, wanted) in pairs {

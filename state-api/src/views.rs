@@ -35,11 +35,13 @@ impl<'c> Ttl<'c> {
     }
 
     fn refresh_on_read(&self) -> bool {
-        self.cfg.is_some_and(|c| c.get_update_type() == TtlUpdateType::OnReadAndWrite)
+        self.cfg
+            .is_some_and(|c| c.get_update_type() == TtlUpdateType::OnReadAndWrite)
     }
 
     fn return_expired(&self) -> bool {
-        self.cfg.is_some_and(|c| c.get_visibility() == TtlVisibility::ReturnExpiredIfNotCleanedUp)
+        self.cfg
+            .is_some_and(|c| c.get_visibility() == TtlVisibility::ReturnExpiredIfNotCleanedUp)
     }
 
     /// Incremental cleanup after an access.
@@ -106,7 +108,8 @@ impl<'a, B: KeyedStateBackend, T: StateValue, N: Namespace> ValueView<'a, B, T, 
     /// Sets the value.
     pub fn update(&mut self, value: T) -> Result<()> {
         let ttl = Ttl::of(self.backend, self.handle.ttl());
-        self.backend.raw_value_write(self.handle.id(), self.ns, ttl.stamp(value))?;
+        self.backend
+            .raw_value_write(self.handle.id(), self.ns, ttl.stamp(value))?;
         ttl.after_access(self.backend, self.handle.id())
     }
 
@@ -183,7 +186,8 @@ impl<'a, B: KeyedStateBackend, IN: 'static, ACC: StateValue, OUT: 'static, N: Na
         let ttl = Ttl::of(self.backend, self.handle.ttl());
         let id = self.handle.id();
         let function = self.handle.descriptor().function();
-        let mut acc = read_value::<B, ACC, N>(self.backend, id, self.ns, &ttl)?.unwrap_or_else(|| function.create_accumulator());
+        let mut acc =
+            read_value::<B, ACC, N>(self.backend, id, self.ns, &ttl)?.unwrap_or_else(|| function.create_accumulator());
         function.add(value, &mut acc);
         self.backend.raw_value_write(id, self.ns, ttl.stamp(acc))
     }
@@ -219,7 +223,10 @@ impl<'a, B: KeyedStateBackend, T: StateValue, N: Namespace> ListView<'a, B, T, N
                 .raw_list_read::<T, N, _>(id, self.ns, |items| items.iter().map(|tv| tv.value.clone()).collect())?;
             return Ok(got.unwrap_or_default());
         }
-        let items = self.backend.raw_list_read::<T, N, _>(id, self.ns, |items| items.to_vec())?.unwrap_or_default();
+        let items = self
+            .backend
+            .raw_list_read::<T, N, _>(id, self.ns, |items| items.to_vec())?
+            .unwrap_or_default();
         let total = items.len();
         let mut result = Vec::with_capacity(total);
         let mut keep = Vec::with_capacity(total);
@@ -301,7 +308,9 @@ impl<'a, B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapVi
         let id = self.handle.id();
         let ttl = Ttl::of(self.backend, self.handle.ttl());
         if ttl.cfg.is_none() {
-            return self.backend.raw_map_read::<UK, UV, N, _>(id, self.ns, user_key, |tv| tv.value.clone());
+            return self
+                .backend
+                .raw_map_read::<UK, UV, N, _>(id, self.ns, user_key, |tv| tv.value.clone());
         }
         let got = self
             .backend
@@ -314,7 +323,8 @@ impl<'a, B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapVi
             }
             Some((v, _)) => {
                 if ttl.refresh_on_read() {
-                    self.backend.raw_map_write(id, self.ns, user_key.clone(), ttl.stamp(v.clone()))?;
+                    self.backend
+                        .raw_map_write(id, self.ns, user_key.clone(), ttl.stamp(v.clone()))?;
                 }
                 Some(v)
             }
@@ -327,7 +337,10 @@ impl<'a, B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapVi
     pub fn contains(&mut self, user_key: &UK) -> Result<bool> {
         if self.handle.ttl().is_none() {
             let id = self.handle.id();
-            return Ok(self.backend.raw_map_read::<UK, UV, N, _>(id, self.ns, user_key, |_| ())?.is_some());
+            return Ok(self
+                .backend
+                .raw_map_read::<UK, UV, N, _>(id, self.ns, user_key, |_| ())?
+                .is_some());
         }
         Ok(self.get(user_key)?.is_some())
     }
@@ -335,7 +348,8 @@ impl<'a, B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapVi
     /// Sets the value for `user_key`.
     pub fn put(&mut self, user_key: UK, value: UV) -> Result<()> {
         let ttl = Ttl::of(self.backend, self.handle.ttl());
-        self.backend.raw_map_write(self.handle.id(), self.ns, user_key, ttl.stamp(value))?;
+        self.backend
+            .raw_map_write(self.handle.id(), self.ns, user_key, ttl.stamp(value))?;
         ttl.after_access(self.backend, self.handle.id())
     }
 
@@ -350,7 +364,8 @@ impl<'a, B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapVi
 
     /// Removes `user_key`.
     pub fn remove(&mut self, user_key: &UK) -> Result<()> {
-        self.backend.raw_map_remove::<UK, UV, N>(self.handle.id(), self.ns, user_key)
+        self.backend
+            .raw_map_remove::<UK, UV, N>(self.handle.id(), self.ns, user_key)
     }
 
     /// Whether the map has no (live) entry.
@@ -375,7 +390,10 @@ impl<'a, B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapVi
             let raw = self.backend.raw_map_iter::<UK, UV, N>(id, self.ns)?;
             return Ok(MapIter(Box::new(raw.map(|r| r.map(|(k, tv)| (k, tv.value))))));
         }
-        let entries = self.backend.raw_map_iter::<UK, UV, N>(id, self.ns)?.collect::<Result<Vec<_>>>()?;
+        let entries = self
+            .backend
+            .raw_map_iter::<UK, UV, N>(id, self.ns)?
+            .collect::<Result<Vec<_>>>()?;
         let mut live = Vec::with_capacity(entries.len());
         for (k, tv) in entries {
             if ttl.expired(tv.timestamp) {
@@ -385,7 +403,8 @@ impl<'a, B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapVi
                 }
             } else {
                 if ttl.refresh_on_read() {
-                    self.backend.raw_map_write(id, self.ns, k.clone(), ttl.stamp(tv.value.clone()))?;
+                    self.backend
+                        .raw_map_write(id, self.ns, k.clone(), ttl.stamp(tv.value.clone()))?;
                 }
                 live.push((k, tv.value));
             }
