@@ -8,6 +8,7 @@
 //! storage and yields a handle that a restore reads back.
 //!
 //! ```
+//! # #[cfg(feature = "testkit")] {
 //! # use state_api::testkit::MemFiles;
 //! use state_api::{AsyncSnapshot, CheckpointStorage, StreamHandle};
 //! let job: AsyncSnapshot<StreamHandle> = AsyncSnapshot::new(7, |storage| {
@@ -18,6 +19,7 @@
 //! let storage = MemFiles::default();
 //! let handle = std::thread::spawn(move || job.run(&storage)).join().unwrap().unwrap();
 //! assert_eq!(handle.size(), 5);
+//! # }
 //! ```
 
 use std::io::{Read, Seek, Write};

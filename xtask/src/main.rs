@@ -1,0 +1,134 @@
+//! `cargo xtask <command>`: the project's automation.
+//!
+//! - `ci`: installs missing system packages, then runs fmt, clippy, tests, docs and the
+//!   crates.io packaging check; this is the README's test command and what `.ci/run` calls.
+//! - `bench [--quick]`: the benchmarks (release build); `--quick` checks the harness only.
+//! - `demo [ARGS]`: the main job from `examples/`.
+
+use std::process::{Command, ExitCode};
+
+/// Debian packages the workspace needs to build (the C toolchain for -sys crates).
+const SYSTEM_PACKAGES: &[&str] = &["pkg-config", "g++"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench(&args[1..]),
+        Some("demo") => demo(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci | bench [--quick] | demo [ARGS]>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    eprintln!("==> {program} {}", args.join(" "));
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().map_err(|e| format!("cannot start {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed with {status}", args.join(" ")))
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Installs the Debian packages the build needs when they are missing (CI machines and
+/// fresh developer machines); does nothing where they are present.
+fn ensure_system_packages() -> Result<(), String> {
+    let missing: Vec<&str> = SYSTEM_PACKAGES
+        .iter()
+        .filter(|pkg| {
+            !Command::new("dpkg")
+                .args(["-s", pkg])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+        .copied()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        return Err(format!(
+            "missing system packages {missing:?} and no apt-get to install them"
+        ));
+    }
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    let mut update: Vec<&str> = sudo.to_vec();
+    update.extend(["apt-get", "update", "-q"]);
+    run(update[0], &update[1..], &[])?;
+    let mut install: Vec<&str> = sudo.to_vec();
+    install.extend(["apt-get", "install", "-y", "-q", "--no-install-recommends"]);
+    install.extend(missing.iter().copied());
+    run(install[0], &install[1..], &[("DEBIAN_FRONTEND", "noninteractive")])
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn ci() -> Result<(), String> {
+    ensure_system_packages()?;
+    let cargo = cargo();
+    run(&cargo, &["fmt", "--all", "--check"], &[])?;
+    run(
+        &cargo,
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[],
+    )?;
+    run(&cargo, &["test", "--workspace"], &[])?;
+    run(
+        &cargo,
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    run(
+        &cargo,
+        &["run", "-p", "state-examples", "--bin", "bench", "--", "--quick"],
+        &[],
+    )?;
+    run(&cargo, &["package", "--workspace", "--allow-dirty"], &[])?;
+    eprintln!("==> ci: all green");
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    ensure_system_packages()?;
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut cmd: Vec<&str> = vec!["run"];
+    if !quick {
+        cmd.push("--release");
+    }
+    cmd.extend(["-p", "state-examples", "--bin", "bench", "--"]);
+    cmd.extend(args.iter().map(String::as_str));
+    run(&cargo(), &cmd, &[])
+}
+
+fn demo(args: &[String]) -> Result<(), String> {
+    ensure_system_packages()?;
+    let mut cmd: Vec<&str> = vec!["run", "--release", "-p", "state-examples", "--bin", "demo", "--"];
+    cmd.extend(args.iter().map(String::as_str));
+    run(&cargo(), &cmd, &[])
+}
