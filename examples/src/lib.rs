@@ -176,3 +176,7 @@ pub fn reference(events: u64, window_size: i64, watermark_lag: i64, watermark_ev
     out.sort();
     out
 }
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct RootReadmeDoctests;

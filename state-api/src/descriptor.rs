@@ -245,10 +245,13 @@ impl<T: StateValue, N: Namespace> StateDescriptor for ListStateDescriptor<T, N> 
 
 // ---------------------------------------------------------------- map
 
+/// Marker for a map state's types.
+type MapTypes<UK, UV, N> = PhantomData<fn() -> (UK, UV, N)>;
+
 /// Describes a map state: a map from `UK` to `UV` per key and namespace.
 pub struct MapStateDescriptor<UK, UV, N = VoidNamespace> {
     common: Common,
-    _p: PhantomData<fn() -> (UK, UV, N)>,
+    _p: MapTypes<UK, UV, N>,
 }
 
 impl<UK: StateKey, UV: StateValue> MapStateDescriptor<UK, UV, VoidNamespace> {

@@ -12,7 +12,7 @@
 //!   broadcast state), implemented once by [`DefaultOperatorStateBackend`].
 //! - Snapshots: [`AsyncSnapshot`] (the asynchronous part), [`CheckpointStorage`]
 //!   (where bytes go), [`KeyedSnapshotHandle`] / [`OperatorSnapshotHandle`] (what was
-//!   written), and the canonical savepoint [`format`].
+//!   written), and the canonical savepoint [`format`](mod@format).
 //! - [`testkit`] (feature `testkit`): the conformance suite every backend runs.
 //!
 //! Operator code is written once, generic over the backend:
@@ -91,3 +91,7 @@ pub fn check_state_name(name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -145,12 +145,15 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
     fn open_input(&self, handle: &StreamHandle) -> Result<Box<dyn CheckpointInput>>;
 }
 
+/// The work of an asynchronous snapshot part.
+type SnapshotJob<H> = Box<dyn FnOnce(&dyn CheckpointStorage) -> Result<H> + Send>;
+
 /// The asynchronous part of a snapshot: writes what the synchronous part pinned.
 /// `Send`, so it can run on another thread while the task keeps going.
 #[must_use = "a snapshot is only written when its asynchronous part runs"]
 pub struct AsyncSnapshot<H> {
     checkpoint_id: u64,
-    job: Box<dyn FnOnce(&dyn CheckpointStorage) -> Result<H> + Send>,
+    job: SnapshotJob<H>,
 }
 
 impl<H> AsyncSnapshot<H> {

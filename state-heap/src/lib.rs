@@ -30,3 +30,7 @@ pub use keyed::{HeapBackendFactory, HeapKeyedStateBackend};
 pub use memory_storage::{DEFAULT_MAX_STATE_SIZE, MemoryCheckpointStorage};
 /// The heap operator state backend (shared by every keyed backend; defined in state-api).
 pub use state_api::DefaultOperatorStateBackend as HeapOperatorStateBackend;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -30,19 +30,20 @@ const W: TestWindow = TestWindow { start: 100, end: 200 };
 
 impl AllStates {
     pub fn register<B: KeyedStateBackend<Key = u64>>(b: &mut B) -> Self {
-        AllStates {
-            v: b.register(ValueStateDescriptor::<u64>::new("value")).unwrap(),
-            l: b.register(ListStateDescriptor::<String>::new("list")).unwrap(),
-            m: b.register(MapStateDescriptor::<u32, u64>::new("map").in_namespace::<TestWindow>())
-                .unwrap(),
-            r: b.register(ReducingStateDescriptor::<u64>::new("reduce", |a, b| a + b))
-                .unwrap(),
-            a: b.register(AggregatingStateDescriptor::new("avg", Average)).unwrap(),
+        Self::try_register(b).expect("register every state")
+    }
+
+    pub fn try_register<B: KeyedStateBackend<Key = u64>>(b: &mut B) -> crate::Result<Self> {
+        Ok(AllStates {
+            v: b.register(ValueStateDescriptor::<u64>::new("value"))?,
+            l: b.register(ListStateDescriptor::<String>::new("list"))?,
+            m: b.register(MapStateDescriptor::<u32, u64>::new("map").in_namespace::<TestWindow>())?,
+            r: b.register(ReducingStateDescriptor::<u64>::new("reduce", |a, b| a + b))?,
+            a: b.register(AggregatingStateDescriptor::new("avg", Average))?,
             t: b.register(
                 ValueStateDescriptor::<String>::new("ttl").with_ttl(TtlConfig::new(Duration::from_secs(3600))),
-            )
-            .unwrap(),
-        }
+            )?,
+        })
     }
 
     /// Writes the deterministic state of `key`.
@@ -439,7 +440,7 @@ fn expect_bad<F: KeyedBackendFactory>(f: &F, h: &KeyedSnapshotHandle, storage: &
     let result = f
         .restore::<u64>(&ctx_all().0, std::slice::from_ref(h), storage)
         .and_then(|mut r| {
-            let s = AllStates::register(&mut r);
+            let s = AllStates::try_register(&mut r)?;
             for k in 0..300 {
                 s.check(&mut r, k, 0);
             }
