@@ -1,5 +1,6 @@
 //! Cases: every state kind and operation, scoping, registration.
 
+use super::TestStorage;
 use super::{MAX_P, TestWindow, fresh};
 use crate::backend::{KeyedBackendFactory, KeyedStateBackend};
 use crate::descriptor::{
@@ -8,19 +9,21 @@ use crate::descriptor::{
 };
 use crate::error::StateError;
 use crate::keygroup::{key_group_for_key, key_group_range_for_operator};
+#[allow(unused_imports)]
+use crate::snapshot::CheckpointStorage;
 
 fn key(s: &str) -> String {
     s.to_string()
 }
 
-pub fn value_get_without_value_is_none<F: KeyedBackendFactory>(f: &F) {
+pub fn value_get_without_value_is_none<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
     b.set_current_key(&key("a")).unwrap();
     assert_eq!(b.value(&h).get().unwrap(), None);
 }
 
-pub fn value_update_then_get<F: KeyedBackendFactory>(f: &F) {
+pub fn value_update_then_get<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(ValueStateDescriptor::<String>::new("v")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -30,7 +33,10 @@ pub fn value_update_then_get<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.value(&h).get().unwrap().as_deref(), Some("two"));
 }
 
-pub fn value_default_is_returned_when_empty<F: KeyedBackendFactory>(f: &F) {
+pub fn value_default_is_returned_when_empty<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
     let mut b = fresh::<F, String>(f);
     let h = b
         .register(ValueStateDescriptor::<u64>::new("v").with_default(7))
@@ -43,7 +49,7 @@ pub fn value_default_is_returned_when_empty<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.value(&h).get().unwrap(), Some(7));
 }
 
-pub fn value_clear_removes<F: KeyedBackendFactory>(f: &F) {
+pub fn value_clear_removes<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -55,7 +61,7 @@ pub fn value_clear_removes<F: KeyedBackendFactory>(f: &F) {
     b.value(&h).clear().unwrap();
 }
 
-pub fn values_are_isolated_per_key<F: KeyedBackendFactory>(f: &F) {
+pub fn values_are_isolated_per_key<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
     for i in 0..200u64 {
@@ -73,7 +79,7 @@ pub fn values_are_isolated_per_key<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(keys, want);
 }
 
-pub fn list_add_and_get_keep_order<F: KeyedBackendFactory>(f: &F) {
+pub fn list_add_and_get_keep_order<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(ListStateDescriptor::<u32>::new("l")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -84,7 +90,7 @@ pub fn list_add_and_get_keep_order<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.list(&h).get().unwrap(), (0..10).collect::<Vec<_>>());
 }
 
-pub fn list_add_all_appends<F: KeyedBackendFactory>(f: &F) {
+pub fn list_add_all_appends<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(ListStateDescriptor::<u32>::new("l")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -94,7 +100,7 @@ pub fn list_add_all_appends<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.list(&h).get().unwrap(), vec![1, 2, 3]);
 }
 
-pub fn list_update_replaces<F: KeyedBackendFactory>(f: &F) {
+pub fn list_update_replaces<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(ListStateDescriptor::<String>::new("l")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -103,7 +109,7 @@ pub fn list_update_replaces<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.list(&h).get().unwrap(), vec!["z".to_string()]);
 }
 
-pub fn list_update_with_nothing_clears<F: KeyedBackendFactory>(f: &F) {
+pub fn list_update_with_nothing_clears<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(ListStateDescriptor::<u8>::new("l")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -113,7 +119,7 @@ pub fn list_update_with_nothing_clears<F: KeyedBackendFactory>(f: &F) {
     assert!(b.keys(&h).unwrap().is_empty());
 }
 
-pub fn list_clear_removes<F: KeyedBackendFactory>(f: &F) {
+pub fn list_clear_removes<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(ListStateDescriptor::<u8>::new("l")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -126,7 +132,7 @@ pub fn list_clear_removes<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.list(&h).get().unwrap(), vec![1]);
 }
 
-pub fn map_put_and_get<F: KeyedBackendFactory>(f: &F) {
+pub fn map_put_and_get<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(MapStateDescriptor::<String, u64>::new("m")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -138,7 +144,7 @@ pub fn map_put_and_get<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.map(&h).get(&key("z")).unwrap(), None);
 }
 
-pub fn map_put_all_and_overwrite<F: KeyedBackendFactory>(f: &F) {
+pub fn map_put_all_and_overwrite<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(MapStateDescriptor::<u32, u64>::new("m")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -149,7 +155,7 @@ pub fn map_put_all_and_overwrite<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.map(&h).entries().unwrap().len(), 50);
 }
 
-pub fn map_remove_entry<F: KeyedBackendFactory>(f: &F) {
+pub fn map_remove_entry<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(MapStateDescriptor::<u32, u64>::new("m")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -166,7 +172,7 @@ pub fn map_remove_entry<F: KeyedBackendFactory>(f: &F) {
     );
 }
 
-pub fn map_contains<F: KeyedBackendFactory>(f: &F) {
+pub fn map_contains<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(MapStateDescriptor::<u32, Option<u64>>::new("m")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -178,7 +184,10 @@ pub fn map_contains<F: KeyedBackendFactory>(f: &F) {
     assert!(!b.map(&h).contains(&2).unwrap());
 }
 
-pub fn map_iterates_entries_keys_and_values<F: KeyedBackendFactory>(f: &F) {
+pub fn map_iterates_entries_keys_and_values<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(MapStateDescriptor::<u32, String>::new("m")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -203,7 +212,7 @@ pub fn map_iterates_entries_keys_and_values<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(values, want_values);
 }
 
-pub fn map_is_empty_tracks_entries<F: KeyedBackendFactory>(f: &F) {
+pub fn map_is_empty_tracks_entries<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(MapStateDescriptor::<u32, u32>::new("m")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -214,7 +223,7 @@ pub fn map_is_empty_tracks_entries<F: KeyedBackendFactory>(f: &F) {
     assert!(b.map(&h).is_empty().unwrap());
 }
 
-pub fn map_clear_removes_all<F: KeyedBackendFactory>(f: &F) {
+pub fn map_clear_removes_all<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(MapStateDescriptor::<u32, u32>::new("m")).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -224,7 +233,7 @@ pub fn map_clear_removes_all<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.map(&h).get(&1).unwrap(), None);
 }
 
-pub fn reducing_adds_with_reduce_function<F: KeyedBackendFactory>(f: &F) {
+pub fn reducing_adds_with_reduce_function<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b
         .register(ReducingStateDescriptor::<i64>::new("max", |a, b| *a.max(b)))
@@ -240,7 +249,7 @@ pub fn reducing_adds_with_reduce_function<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.reducing(&h).get().unwrap(), Some(-5));
 }
 
-pub fn reducing_clear_removes<F: KeyedBackendFactory>(f: &F) {
+pub fn reducing_clear_removes<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b
         .register(ReducingStateDescriptor::<u64>::new("sum", |a, b| a + b))
@@ -269,7 +278,7 @@ impl AggregateFunction<u64, (u64, u64), f64> for Average {
     }
 }
 
-pub fn aggregating_adds_with_accumulator<F: KeyedBackendFactory>(f: &F) {
+pub fn aggregating_adds_with_accumulator<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(AggregatingStateDescriptor::new("avg", Average)).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -280,7 +289,7 @@ pub fn aggregating_adds_with_accumulator<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.aggregating(&h).get().unwrap(), Some(3.0));
 }
 
-pub fn aggregating_clear_removes<F: KeyedBackendFactory>(f: &F) {
+pub fn aggregating_clear_removes<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(AggregatingStateDescriptor::new("avg", Average)).unwrap();
     b.set_current_key(&key("a")).unwrap();
@@ -291,7 +300,7 @@ pub fn aggregating_clear_removes<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.aggregating(&h).get().unwrap(), Some(4.0));
 }
 
-pub fn namespaces_are_isolated<F: KeyedBackendFactory>(f: &F) {
+pub fn namespaces_are_isolated<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, String>(f);
     let v = b
         .register(ValueStateDescriptor::<u64>::new("v").in_namespace::<TestWindow>())
@@ -324,7 +333,7 @@ pub fn namespaces_are_isolated<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.reducing_in(&r, &w1).get().unwrap(), Some(5));
 }
 
-pub fn keys_lists_keys_of_a_namespace<F: KeyedBackendFactory>(f: &F) {
+pub fn keys_lists_keys_of_a_namespace<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, u64>(f);
     let v = b
         .register(ValueStateDescriptor::<u64>::new("v").in_namespace::<TestWindow>())
@@ -341,14 +350,20 @@ pub fn keys_lists_keys_of_a_namespace<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.keys_in(crate::RegisteredState::id(&v), &w2).unwrap().len(), 20);
 }
 
-pub fn access_without_current_key_is_an_error<F: KeyedBackendFactory>(f: &F) {
+pub fn access_without_current_key_is_an_error<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
     let mut b = fresh::<F, String>(f);
     let h = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
     assert!(matches!(b.value(&h).get(), Err(StateError::NoCurrentKey)));
     assert!(matches!(b.value(&h).update(1), Err(StateError::NoCurrentKey)));
 }
 
-pub fn key_outside_key_group_range_is_rejected<F: KeyedBackendFactory>(f: &F) {
+pub fn key_outside_key_group_range_is_rejected<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
     let ctx = super::ctx_subtask(4, 1);
     let range = key_group_range_for_operator(MAX_P, 4, 1).unwrap();
     let mut b = f.create::<String>(&ctx).unwrap();
@@ -371,7 +386,10 @@ pub fn key_outside_key_group_range_is_rejected<F: KeyedBackendFactory>(f: &F) {
     assert!(accepted > 0 && accepted < 100);
 }
 
-pub fn registering_twice_returns_the_same_state<F: KeyedBackendFactory>(f: &F) {
+pub fn registering_twice_returns_the_same_state<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
     let mut b = fresh::<F, String>(f);
     let h1 = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
     let h2 = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
@@ -380,7 +398,10 @@ pub fn registering_twice_returns_the_same_state<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.value(&h2).get().unwrap(), Some(5));
 }
 
-pub fn registering_with_another_kind_is_an_error<F: KeyedBackendFactory>(f: &F) {
+pub fn registering_with_another_kind_is_an_error<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
     let mut b = fresh::<F, String>(f);
     b.register(ValueStateDescriptor::<u64>::new("s")).unwrap();
     let err = b.register(ListStateDescriptor::<u64>::new("s")).unwrap_err();
@@ -388,7 +409,10 @@ pub fn registering_with_another_kind_is_an_error<F: KeyedBackendFactory>(f: &F) 
     assert!(err.to_string().contains("`s`"));
 }
 
-pub fn registering_with_another_type_is_an_error<F: KeyedBackendFactory>(f: &F) {
+pub fn registering_with_another_type_is_an_error<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
     let mut b = fresh::<F, String>(f);
     b.register(ValueStateDescriptor::<u64>::new("s")).unwrap();
     let err = b.register(ValueStateDescriptor::<String>::new("s")).unwrap_err();

@@ -3,8 +3,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use super::TestStorage;
 use super::cases_ops::Average;
-use super::{MAX_P, MemFiles, TestWindow, ctx_all, fresh, restore_all, restore_subtask, snap};
+use super::{MAX_P, TestWindow, ctx_all, fresh, restore_all, restore_subtask, snap};
 use crate::backend::{KeyedBackendFactory, KeyedStateBackend};
 use crate::descriptor::{
     AggregatingStateDescriptor, AggregatingStateHandle, ListStateDescriptor, ListStateHandle, MapStateDescriptor,
@@ -13,6 +14,8 @@ use crate::descriptor::{
 use crate::error::StateError;
 use crate::keygroup::{key_group_for_key, key_group_range_for_operator, operator_index_for_key_group};
 use crate::operator::{DefaultOperatorStateBackend, OperatorStateBackend};
+#[allow(unused_imports)]
+use crate::snapshot::CheckpointStorage;
 use crate::snapshot::{KeyedSnapshotHandle, OperatorSnapshotHandle, StreamHandle};
 use crate::ttl::TtlConfig;
 
@@ -103,9 +106,12 @@ fn populated<F: KeyedBackendFactory>(f: &F, keys: u64) -> (F::Backend<u64>, AllS
     (b, s)
 }
 
-pub fn snapshot_restore_round_trips_every_kind<F: KeyedBackendFactory>(f: &F) {
+pub fn snapshot_restore_round_trips_every_kind<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
     let (mut b, _) = populated(f, 500);
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let h = snap(&mut b, 1, &storage);
     assert_eq!(h.key_group_range, b.key_group_range());
     assert_eq!(h.key_group_offsets.len(), MAX_P as usize);
@@ -131,11 +137,14 @@ fn mutate_everything<B: KeyedStateBackend<Key = u64>>(b: &mut B, s: &AllStates, 
     }
 }
 
-pub fn snapshot_holds_state_as_of_sync_part<F: KeyedBackendFactory>(f: &F) {
+pub fn snapshot_holds_state_as_of_sync_part<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
     let (mut b, s) = populated(f, 300);
     let pending = b.snapshot(1).unwrap();
     mutate_everything(&mut b, &s, 300);
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let h = pending.run(&storage).unwrap();
     b.set_current_key(&5).unwrap();
     assert_eq!(
@@ -155,10 +164,13 @@ pub fn snapshot_holds_state_as_of_sync_part<F: KeyedBackendFactory>(f: &F) {
     );
 }
 
-pub fn async_part_runs_on_another_thread_while_task_writes<F: KeyedBackendFactory>(f: &F) {
+pub fn async_part_runs_on_another_thread_while_task_writes<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
     let (mut b, s) = populated(f, 2000);
     let pending = b.snapshot(1).unwrap();
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let thread_storage = storage.clone();
     let worker = std::thread::spawn(move || pending.run(&thread_storage));
     for round in 0..3 {
@@ -176,9 +188,9 @@ pub fn async_part_runs_on_another_thread_while_task_writes<F: KeyedBackendFactor
     }
 }
 
-pub fn empty_backend_snapshot_restores<F: KeyedBackendFactory>(f: &F) {
+pub fn empty_backend_snapshot_restores<F: KeyedBackendFactory, S: TestStorage>(f: &F, new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, u64>(f);
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let h = snap(&mut b, 1, &storage);
     let mut r = restore_all::<F, u64>(f, &[h], &storage);
     let s = AllStates::register(&mut r);
@@ -194,9 +206,12 @@ pub fn empty_backend_snapshot_restores<F: KeyedBackendFactory>(f: &F) {
     assert!(r.keys(&s.r).unwrap().is_empty());
 }
 
-pub fn unregistered_restored_state_survives_next_snapshot<F: KeyedBackendFactory>(f: &F) {
+pub fn unregistered_restored_state_survives_next_snapshot<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
     let (mut b, _) = populated(f, 200);
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let h1 = snap(&mut b, 1, &storage);
     let mut r1 = restore_all::<F, u64>(f, &[h1], &storage);
     // Only one state is registered after this restore; the others must carry over.
@@ -213,9 +228,9 @@ pub fn unregistered_restored_state_survives_next_snapshot<F: KeyedBackendFactory
     assert_eq!(r2.value(&s.v).get().unwrap(), Some(31));
 }
 
-pub fn restore_reads_only_owned_key_groups<F: KeyedBackendFactory>(f: &F) {
+pub fn restore_reads_only_owned_key_groups<F: KeyedBackendFactory, S: TestStorage>(f: &F, new_storage: &dyn Fn() -> S) {
     let (mut b, _) = populated(f, 4000);
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let h = snap(&mut b, 1, &storage);
     let size = h.stream.size();
     storage.reset_bytes_read();
@@ -272,10 +287,10 @@ fn check_partitioned<B: KeyedStateBackend<Key = u64>>(
     assert_eq!(seen.len() as u64, keys, "every key is restored exactly once");
 }
 
-pub fn rescale_one_to_three_to_two<F: KeyedBackendFactory>(f: &F) {
+pub fn rescale_one_to_three_to_two<F: KeyedBackendFactory, S: TestStorage>(f: &F, new_storage: &dyn Fn() -> S) {
     let keys = 600;
     let (mut b, _) = populated(f, keys);
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let h = snap(&mut b, 1, &storage);
     let mut three: Vec<_> = (0..3)
         .map(|i| {
@@ -303,9 +318,9 @@ pub fn rescale_one_to_three_to_two<F: KeyedBackendFactory>(f: &F) {
     check_partitioned(&mut two, 2, keys, 7);
 }
 
-pub fn rescale_four_to_one<F: KeyedBackendFactory>(f: &F) {
+pub fn rescale_four_to_one<F: KeyedBackendFactory, S: TestStorage>(f: &F, new_storage: &dyn Fn() -> S) {
     let keys = 400u64;
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let mut handles = Vec::new();
     for i in 0..4 {
         let ctx = super::ctx_subtask(4, i);
@@ -324,7 +339,7 @@ pub fn rescale_four_to_one<F: KeyedBackendFactory>(f: &F) {
     check_partitioned(&mut both, 1, keys, 0);
 }
 
-fn operator_snapshots(lists: &[Vec<u64>], storage: &MemFiles) -> Vec<OperatorSnapshotHandle> {
+fn operator_snapshots(lists: &[Vec<u64>], storage: &dyn CheckpointStorage) -> Vec<OperatorSnapshotHandle> {
     lists
         .iter()
         .enumerate()
@@ -344,8 +359,11 @@ fn operator_snapshots(lists: &[Vec<u64>], storage: &MemFiles) -> Vec<OperatorSna
         .collect()
 }
 
-pub fn operator_list_even_split_on_rescale<F: KeyedBackendFactory>(_f: &F) {
-    let storage = MemFiles::default();
+pub fn operator_list_even_split_on_rescale<F: KeyedBackendFactory, S: TestStorage>(
+    _f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
+    let storage = new_storage();
     let handles = operator_snapshots(&[(0..5).collect(), (5..12).collect()], &storage);
     let mut all = Vec::new();
     for i in 0..3 {
@@ -368,8 +386,8 @@ pub fn operator_list_even_split_on_rescale<F: KeyedBackendFactory>(_f: &F) {
     assert_eq!(five, vec![3, 3, 2, 2, 2]);
 }
 
-pub fn operator_union_list_on_rescale<F: KeyedBackendFactory>(_f: &F) {
-    let storage = MemFiles::default();
+pub fn operator_union_list_on_rescale<F: KeyedBackendFactory, S: TestStorage>(_f: &F, new_storage: &dyn Fn() -> S) {
+    let storage = new_storage();
     let handles = operator_snapshots(&[(0..5).collect(), (5..12).collect()], &storage);
     for p in [1, 3] {
         for i in 0..p {
@@ -382,8 +400,11 @@ pub fn operator_union_list_on_rescale<F: KeyedBackendFactory>(_f: &F) {
     }
 }
 
-pub fn operator_broadcast_state_on_rescale<F: KeyedBackendFactory>(_f: &F) {
-    let storage = MemFiles::default();
+pub fn operator_broadcast_state_on_rescale<F: KeyedBackendFactory, S: TestStorage>(
+    _f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
+    let storage = new_storage();
     let handles = operator_snapshots(&[vec![1], vec![2]], &storage);
     for i in 0..3 {
         let mut ops = DefaultOperatorStateBackend::restore(&handles, i, 3, &storage).unwrap();
@@ -399,9 +420,12 @@ pub fn operator_broadcast_state_on_rescale<F: KeyedBackendFactory>(_f: &F) {
     }
 }
 
-pub fn restore_with_incompatible_value_type_is_an_error<F: KeyedBackendFactory>(f: &F) {
+pub fn restore_with_incompatible_value_type_is_an_error<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
     let (mut b, _) = populated(f, 50);
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let h = snap(&mut b, 1, &storage);
     let mut r = restore_all::<F, u64>(f, &[h], &storage);
     let err = r.register(ValueStateDescriptor::<String>::new("value")).unwrap_err();
@@ -420,9 +444,12 @@ pub fn restore_with_incompatible_value_type_is_an_error<F: KeyedBackendFactory>(
     }
 }
 
-pub fn restore_with_incompatible_key_type_is_an_error<F: KeyedBackendFactory>(f: &F) {
+pub fn restore_with_incompatible_key_type_is_an_error<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
     let (mut b, _) = populated(f, 10);
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let h = snap(&mut b, 1, &storage);
     let err = f.restore::<String>(&ctx_all().0, &[h], &storage).unwrap_err();
     assert!(matches!(err, StateError::IncompatibleType { role: "key", .. }), "{err}");
@@ -436,7 +463,13 @@ fn file_of(h: &KeyedSnapshotHandle) -> String {
 }
 
 /// Restores from `storage` and uses every state; must fail with an error naming `path`.
-fn expect_bad<F: KeyedBackendFactory>(f: &F, h: &KeyedSnapshotHandle, storage: &MemFiles, path: &str, what: &str) {
+fn expect_bad<F: KeyedBackendFactory>(
+    f: &F,
+    h: &KeyedSnapshotHandle,
+    storage: &dyn CheckpointStorage,
+    path: &str,
+    what: &str,
+) {
     let result = f
         .restore::<u64>(&ctx_all().0, std::slice::from_ref(h), storage)
         .and_then(|mut r| {
@@ -463,9 +496,9 @@ fn expect_bad<F: KeyedBackendFactory>(f: &F, h: &KeyedSnapshotHandle, storage: &
     }
 }
 
-pub fn corrupted_snapshot_is_an_error<F: KeyedBackendFactory>(f: &F) {
+pub fn corrupted_snapshot_is_an_error<F: KeyedBackendFactory, S: TestStorage>(f: &F, new_storage: &dyn Fn() -> S) {
     let (mut b, _) = populated(f, 300);
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let h = snap(&mut b, 1, &storage);
     let path = file_of(&h);
     let original = storage.content(&path).unwrap();
@@ -480,9 +513,9 @@ pub fn corrupted_snapshot_is_an_error<F: KeyedBackendFactory>(f: &F) {
     }
 }
 
-pub fn truncated_snapshot_is_an_error<F: KeyedBackendFactory>(f: &F) {
+pub fn truncated_snapshot_is_an_error<F: KeyedBackendFactory, S: TestStorage>(f: &F, new_storage: &dyn Fn() -> S) {
     let (mut b, _) = populated(f, 300);
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let h = snap(&mut b, 1, &storage);
     let path = file_of(&h);
     let original = storage.content(&path).unwrap();
@@ -507,9 +540,9 @@ pub fn truncated_snapshot_is_an_error<F: KeyedBackendFactory>(f: &F) {
     }
 }
 
-pub fn foreign_file_is_an_error<F: KeyedBackendFactory>(f: &F) {
+pub fn foreign_file_is_an_error<F: KeyedBackendFactory, S: TestStorage>(f: &F, new_storage: &dyn Fn() -> S) {
     let (mut b, _) = populated(f, 10);
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let h = snap(&mut b, 1, &storage);
     let path = file_of(&h);
     storage.replace(
@@ -538,7 +571,7 @@ pub fn foreign_file_is_an_error<F: KeyedBackendFactory>(f: &F) {
     assert!(matches!(err, StateError::UnsupportedVersion { found: 99, .. }), "{err}");
 }
 
-pub fn large_values_round_trip<F: KeyedBackendFactory>(f: &F) {
+pub fn large_values_round_trip<F: KeyedBackendFactory, S: TestStorage>(f: &F, new_storage: &dyn Fn() -> S) {
     const MIB16: usize = 16 * 1024 * 1024;
     let big = |c: char, extra: usize| -> String { std::iter::repeat_n(c, MIB16 + extra).collect() };
     let mut b = fresh::<F, u64>(f);
@@ -550,7 +583,7 @@ pub fn large_values_round_trip<F: KeyedBackendFactory>(f: &F) {
     b.list(&l).add(big('l', 0)).unwrap();
     b.list(&l).add("small".into()).unwrap();
     b.map(&m).put(1, big('m', 3)).unwrap();
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let h = snap(&mut b, 1, &storage);
     assert!(h.stream.size() > 3 * MIB16 as u64);
     let mut r = restore_all::<F, u64>(f, &[h], &storage);
@@ -568,26 +601,32 @@ pub fn large_values_round_trip<F: KeyedBackendFactory>(f: &F) {
 
 /// A savepoint written by backend `a` restores on backend `b` (at parallelism 2) and
 /// back on `a` (at parallelism 1), with every state kind intact.
-pub fn savepoint_moves_between<A: KeyedBackendFactory, B: KeyedBackendFactory>(a: &A, b: &B) {
+pub fn savepoint_moves_between<A: KeyedBackendFactory, B: KeyedBackendFactory>(
+    a: &A,
+    b: &B,
+    storage: &dyn CheckpointStorage,
+) {
     let keys = 300;
     let (mut src, _) = populated(a, keys);
-    let storage = MemFiles::default();
-    let h = snap(&mut src, 1, &storage);
+    let h = snap(&mut src, 1, storage);
     let mut on_b: Vec<_> = (0..2)
         .map(|i| {
-            let mut r = restore_subtask::<B, u64>(b, std::slice::from_ref(&h), &storage, 2, i);
+            let mut r = restore_subtask::<B, u64>(b, std::slice::from_ref(&h), storage, 2, i);
             let s = AllStates::register(&mut r);
             (r, s)
         })
         .collect();
     check_partitioned(&mut on_b, 2, keys, 0);
-    let handles: Vec<_> = on_b.iter_mut().map(|(r, _)| snap(r, 2, &storage)).collect();
-    let mut back = restore_all::<A, u64>(a, &handles, &storage);
+    let handles: Vec<_> = on_b.iter_mut().map(|(r, _)| snap(r, 2, storage)).collect();
+    let mut back = restore_all::<A, u64>(a, &handles, storage);
     let s = AllStates::register(&mut back);
     let mut one = vec![(back, s)];
     check_partitioned(&mut one, 1, keys, 0);
 }
 
-pub fn savepoint_restores_on_same_backend_kind<F: KeyedBackendFactory>(f: &F) {
-    savepoint_moves_between(f, f);
+pub fn savepoint_restores_on_same_backend_kind<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
+    savepoint_moves_between(f, f, &new_storage());
 }

@@ -2,16 +2,19 @@
 
 use std::time::Duration;
 
-use super::{MemFiles, ctx_all, snap};
+use super::TestStorage;
+use super::{ctx_all, snap};
 use crate::backend::{KeyedBackendFactory, KeyedStateBackend};
 use crate::descriptor::{ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
+#[allow(unused_imports)]
+use crate::snapshot::CheckpointStorage;
 use crate::ttl::{TtlConfig, TtlUpdateType, TtlVisibility};
 
 fn ttl(ms: u64) -> TtlConfig {
     TtlConfig::new(Duration::from_millis(ms)).cleanup_incrementally(0)
 }
 
-pub fn ttl_value_expires<F: KeyedBackendFactory>(f: &F) {
+pub fn ttl_value_expires<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let (ctx, clock) = ctx_all();
     let mut b = f.create::<String>(&ctx).unwrap();
     let h = b
@@ -26,7 +29,7 @@ pub fn ttl_value_expires<F: KeyedBackendFactory>(f: &F) {
     assert!(b.keys(&h).unwrap().is_empty(), "reading an expired value cleans it up");
 }
 
-pub fn ttl_read_refreshes_when_configured<F: KeyedBackendFactory>(f: &F) {
+pub fn ttl_read_refreshes_when_configured<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {
     let (ctx, clock) = ctx_all();
     let mut b = f.create::<String>(&ctx).unwrap();
     let on_read = b
@@ -54,7 +57,10 @@ pub fn ttl_read_refreshes_when_configured<F: KeyedBackendFactory>(f: &F) {
     );
 }
 
-pub fn ttl_return_expired_if_not_cleaned_up<F: KeyedBackendFactory>(f: &F) {
+pub fn ttl_return_expired_if_not_cleaned_up<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
     let (ctx, clock) = ctx_all();
     let mut b = f.create::<String>(&ctx).unwrap();
     let h = b
@@ -70,7 +76,10 @@ pub fn ttl_return_expired_if_not_cleaned_up<F: KeyedBackendFactory>(f: &F) {
     assert_eq!(b.value(&h).get().unwrap(), None, "the read cleaned it up");
 }
 
-pub fn ttl_list_elements_expire_individually<F: KeyedBackendFactory>(f: &F) {
+pub fn ttl_list_elements_expire_individually<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
     let (ctx, clock) = ctx_all();
     let mut b = f.create::<String>(&ctx).unwrap();
     let h = b
@@ -87,7 +96,10 @@ pub fn ttl_list_elements_expire_individually<F: KeyedBackendFactory>(f: &F) {
     assert!(b.keys(&h).unwrap().is_empty());
 }
 
-pub fn ttl_map_entries_expire_individually<F: KeyedBackendFactory>(f: &F) {
+pub fn ttl_map_entries_expire_individually<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
     let (ctx, clock) = ctx_all();
     let mut b = f.create::<String>(&ctx).unwrap();
     let h = b
@@ -105,7 +117,10 @@ pub fn ttl_map_entries_expire_individually<F: KeyedBackendFactory>(f: &F) {
     assert!(b.map(&h).is_empty().unwrap());
 }
 
-pub fn ttl_full_snapshot_cleanup_leaves_expired_out<F: KeyedBackendFactory>(f: &F) {
+pub fn ttl_full_snapshot_cleanup_leaves_expired_out<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
     let (ctx, clock) = ctx_all();
     let mut b = f.create::<u64>(&ctx).unwrap();
     let clean = b
@@ -123,7 +138,7 @@ pub fn ttl_full_snapshot_cleanup_leaves_expired_out<F: KeyedBackendFactory>(f: &
         b.value(&keep).update(k).unwrap();
     }
     clock.advance(500); // keys 0..10 are expired now
-    let storage = MemFiles::default();
+    let storage = new_storage();
     let handle = snap(&mut b, 1, &storage);
     assert_eq!(
         b.keys(&clean).unwrap().len(),
@@ -153,7 +168,10 @@ pub fn ttl_full_snapshot_cleanup_leaves_expired_out<F: KeyedBackendFactory>(f: &
     );
 }
 
-pub fn ttl_incremental_cleanup_removes_untouched_entries<F: KeyedBackendFactory>(f: &F) {
+pub fn ttl_incremental_cleanup_removes_untouched_entries<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
     let (ctx, clock) = ctx_all();
     let mut b = f.create::<u64>(&ctx).unwrap();
     let h = b

@@ -29,10 +29,10 @@ pub use cases_ops::*;
 pub use cases_snapshot::*;
 pub use cases_ttl::*;
 pub use model::*;
-pub use storage::MemFiles;
+pub use storage::{MemFiles, TestStorage};
 
 use crate::backend::{BackendContext, KeyedBackendFactory, KeyedStateBackend};
-use crate::snapshot::KeyedSnapshotHandle;
+use crate::snapshot::{CheckpointStorage, KeyedSnapshotHandle};
 use crate::state::StateKey;
 use crate::ttl::ManualClock;
 
@@ -65,7 +65,7 @@ pub fn fresh<F: KeyedBackendFactory, K: StateKey>(f: &F) -> F::Backend<K> {
 }
 
 /// Snapshots synchronously and asynchronously into `storage`.
-pub fn snap<B: KeyedStateBackend>(b: &mut B, id: u64, storage: &MemFiles) -> KeyedSnapshotHandle {
+pub fn snap<B: KeyedStateBackend>(b: &mut B, id: u64, storage: &dyn CheckpointStorage) -> KeyedSnapshotHandle {
     b.snapshot(id).expect("sync part").run(storage).expect("async part")
 }
 
@@ -73,7 +73,7 @@ pub fn snap<B: KeyedStateBackend>(b: &mut B, id: u64, storage: &MemFiles) -> Key
 pub fn restore_all<F: KeyedBackendFactory, K: StateKey>(
     f: &F,
     handles: &[KeyedSnapshotHandle],
-    storage: &MemFiles,
+    storage: &dyn CheckpointStorage,
 ) -> F::Backend<K> {
     f.restore::<K>(&ctx_all().0, handles, storage).expect("restore")
 }
@@ -82,7 +82,7 @@ pub fn restore_all<F: KeyedBackendFactory, K: StateKey>(
 pub fn restore_subtask<F: KeyedBackendFactory, K: StateKey>(
     f: &F,
     handles: &[KeyedSnapshotHandle],
-    storage: &MemFiles,
+    storage: &dyn CheckpointStorage,
     parallelism: u32,
     index: u32,
 ) -> F::Backend<K> {
@@ -148,11 +148,15 @@ pub const CASES: &[&str] = &[
     "savepoint_restores_on_same_backend_kind",
 ];
 
-/// Expands to one `#[test]` per conformance case, each calling the case with `$factory`.
+/// Expands to one `#[test]` per conformance case, each calling the case with `$factory`
+/// and a function creating a fresh [`TestStorage`] (by default [`MemFiles`]).
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:expr) => {
-        $crate::conformance_tests!(@cases $factory;
+        $crate::conformance_tests!($factory, $crate::testkit::MemFiles::default);
+    };
+    ($factory:expr, $storage:expr) => {
+        $crate::conformance_tests!(@cases $factory, $storage;
             value_get_without_value_is_none,
             value_update_then_get,
             value_default_is_returned_when_empty,
@@ -209,11 +213,11 @@ macro_rules! conformance_tests {
             savepoint_restores_on_same_backend_kind,
         );
     };
-    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+    (@cases $factory:expr, $storage:expr; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
-                $crate::testkit::$case(&$factory);
+                $crate::testkit::$case(&$factory, &$storage);
             }
         )*
     };

@@ -3,11 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use super::{MemFiles, ctx_all, snap};
+use super::TestStorage;
+use super::{ctx_all, snap};
 use crate::backend::{KeyedBackendFactory, KeyedStateBackend};
 use crate::descriptor::{
     ListStateDescriptor, ListStateHandle, MapStateDescriptor, MapStateHandle, ValueStateDescriptor, ValueStateHandle,
 };
+#[allow(unused_imports)]
+use crate::snapshot::CheckpointStorage;
 
 /// A small, reproducible PRNG (SplitMix64) so failures replay from the printed seed.
 #[derive(Debug, Clone)]
@@ -83,11 +86,14 @@ fn check_all<B: KeyedStateBackend<Key = u32>>(b: &mut B, h: &Handles, model: &Mo
     }
 }
 
-pub fn model_random_operations_with_snapshots<F: KeyedBackendFactory>(f: &F) {
+pub fn model_random_operations_with_snapshots<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
     for seed in 0..12u64 {
         let mut rng = SplitMix64(seed);
         let ctx = ctx_all().0;
-        let storage = MemFiles::default();
+        let storage = new_storage();
         let mut b = f.create::<u32>(&ctx).unwrap();
         let mut h = register(&mut b);
         let mut model = Model::default();

@@ -16,6 +16,50 @@ struct Inner {
     bytes_read: Arc<AtomicU64>,
 }
 
+/// A checkpoint storage the conformance suite can damage and measure. Implemented by
+/// [`MemFiles`]; storage crates implement it for their own storage to run the suite on it.
+pub trait TestStorage: CheckpointStorage + Clone + 'static {
+    /// The content of a file written by this storage (path as in its handles).
+    fn content(&self, path: &str) -> Option<Vec<u8>>;
+    /// Replaces the content of a file.
+    fn replace(&self, path: &str, content: Vec<u8>);
+    /// Bytes read through `open_input` since the last reset.
+    fn bytes_read(&self) -> u64;
+    /// Resets [`Self::bytes_read`].
+    fn reset_bytes_read(&self);
+    /// Flips every bit of the byte at `offset`.
+    fn corrupt(&self, path: &str, offset: usize) {
+        if let Some(mut c) = self.content(path) {
+            if let Some(b) = c.get_mut(offset) {
+                *b ^= 0xff;
+            }
+            self.replace(path, c);
+        }
+    }
+    /// Cuts a file to `len` bytes.
+    fn truncate(&self, path: &str, len: usize) {
+        if let Some(mut c) = self.content(path) {
+            c.truncate(len);
+            self.replace(path, c);
+        }
+    }
+}
+
+impl TestStorage for MemFiles {
+    fn content(&self, path: &str) -> Option<Vec<u8>> {
+        self.files().get(path).cloned()
+    }
+    fn replace(&self, path: &str, content: Vec<u8>) {
+        self.files().insert(path.to_string(), content);
+    }
+    fn bytes_read(&self) -> u64 {
+        self.inner.bytes_read.load(Ordering::SeqCst)
+    }
+    fn reset_bytes_read(&self) {
+        self.inner.bytes_read.store(0, Ordering::SeqCst);
+    }
+}
+
 /// Checkpoint storage that keeps every stream as an in-memory file. Clones share files.
 #[derive(Debug, Default, Clone)]
 pub struct MemFiles {
@@ -35,40 +79,6 @@ impl MemFiles {
     /// Length of a file.
     pub fn len_of(&self, path: &str) -> Option<usize> {
         self.files().get(path).map(Vec::len)
-    }
-
-    /// Flips every bit of the byte at `offset`.
-    pub fn corrupt(&self, path: &str, offset: usize) {
-        if let Some(b) = self.files().get_mut(path).and_then(|f| f.get_mut(offset)) {
-            *b ^= 0xff;
-        }
-    }
-
-    /// Cuts a file to `len` bytes.
-    pub fn truncate(&self, path: &str, len: usize) {
-        if let Some(f) = self.files().get_mut(path) {
-            f.truncate(len);
-        }
-    }
-
-    /// Replaces a file's content.
-    pub fn replace(&self, path: &str, content: Vec<u8>) {
-        self.files().insert(path.to_string(), content);
-    }
-
-    /// A copy of a file's content.
-    pub fn content(&self, path: &str) -> Option<Vec<u8>> {
-        self.files().get(path).cloned()
-    }
-
-    /// Bytes read through [`CheckpointStorage::open_input`] since the last reset.
-    pub fn bytes_read(&self) -> u64 {
-        self.inner.bytes_read.load(Ordering::SeqCst)
-    }
-
-    /// Resets [`Self::bytes_read`].
-    pub fn reset_bytes_read(&self) {
-        self.inner.bytes_read.store(0, Ordering::SeqCst);
     }
 }
 

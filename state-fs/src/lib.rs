@@ -1,0 +1,34 @@
+//! # state-fs
+//!
+//! Checkpoint storage on any [`opendal`] operator: a local directory by default, S3
+//! (feature `s3`) and HDFS (feature `hdfs`, via opendal's native HDFS client). Flink's
+//! `FileSystemCheckpointStorage`: the heap backend with this storage is Flink's
+//! `FsStateBackend` (see `state_heap::FsStateBackend` with state-heap's `fs` feature).
+//!
+//! - Flink's layout: `<root>/<job>/chk-<n>/`, `shared/`, `taskowned/`, and
+//!   `chk-<n>/_metadata`, written last and atomically: a checkpoint without it does not exist.
+//! - Streams below a threshold (20 KiB by default) are inlined into the metadata.
+//! - Retention keeps the N latest checkpoints; shared files are deleted when no
+//!   retained checkpoint references them (a persisted, reference-counted registry).
+//! - Every file's CRC32C is recorded; downloads verify it, the canonical format checks
+//!   each section it reads.
+//! - Savepoints are self-contained directories that can be moved and restored anywhere.
+//! - Checkpoints, loads and cleanups emit `tracing` events.
+#![deny(missing_docs)]
+
+pub mod layout;
+mod metadata;
+mod storage;
+pub mod store;
+mod uri;
+
+pub use metadata::{CheckpointMetadata, SharedFile, SharedRegistry, SnapshotKind};
+pub use storage::{
+    CompletedCheckpoint, DEFAULT_INLINE_THRESHOLD, FsCheckpointStorage, FsOptions, MAX_INLINE_THRESHOLD,
+};
+pub use store::{ObjectStore, ObjectWriter, OpendalStore};
+pub use uri::Location;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
