@@ -216,6 +216,16 @@ impl FsCheckpointStorage {
         )
     }
 
+    /// The store underneath (to read or repair files by hand, or in tests).
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    /// The path in [`Self::store`] of a path relative to this storage (as in handles).
+    pub fn store_path(&self, rel: &str) -> String {
+        self.full(rel)
+    }
+
     /// The options.
     pub fn options(&self) -> &FsOptions {
         &self.inner.options

@@ -102,6 +102,8 @@ impl Location {
             }
             #[cfg(feature = "s3")]
             Location::S3 { bucket, prefix } => {
+                // Installs opendal's default (reqwest, rustls) HTTP transport once per process.
+                opendal::install_default();
                 let mut b = opendal::services::S3::default()
                     .bucket(bucket)
                     .root(prefix)
@@ -114,14 +116,17 @@ impl Location {
                         "secret_access_key" => b.secret_access_key(v),
                         "session_token" => b.session_token(v),
                         "virtual_host_style" if v == "true" => b.enable_virtual_host_style(),
-                        "anonymous" if v == "true" => b.allow_anonymous(),
+                        "anonymous" if v == "true" => b.skip_signature(),
                         _ => return Err(StateError::InvalidArgument(format!("unknown S3 option `{k}={v}`"))),
                     };
                 }
                 if !options.contains_key("region") {
                     b = b.region("us-east-1");
                 }
-                let op = opendal::Operator::new(b).map_err(op_err)?;
+                // Object stores have transient errors: retry them with backoff.
+                let op = opendal::Operator::new(b)
+                    .map_err(op_err)?
+                    .layer(opendal::layers::RetryLayer::new().with_jitter());
                 OpendalStore::new(op, format!("s3://{bucket}{prefix}"))
             }
             #[cfg(feature = "hdfs")]
@@ -130,7 +135,9 @@ impl Location {
                     return Err(StateError::InvalidArgument(format!("unknown HDFS option `{k}`")));
                 }
                 let b = opendal::services::HdfsNative::default().name_node(name_node).root(root);
-                let op = opendal::Operator::new(b).map_err(op_err)?;
+                let op = opendal::Operator::new(b)
+                    .map_err(op_err)?
+                    .layer(opendal::layers::RetryLayer::new().with_jitter());
                 OpendalStore::new(op, format!("{name_node}{root}"))
             }
             #[allow(unreachable_patterns)]

@@ -7,6 +7,9 @@
 
 use std::process::{Command, ExitCode};
 
+/// Optional features built, linted and tested in CI (remote checkpoint storages).
+const CI_FEATURES: &str = "state-fs/s3,state-fs/hdfs";
+
 /// Debian packages the workspace needs to build (the C toolchain for -sys crates).
 const SYSTEM_PACKAGES: &[&str] = &["pkg-config", "g++"];
 
@@ -108,9 +111,9 @@ fn cargo_tool(tool: &str, component: &str) -> bool {
 /// Runs `cargo test` with its output passed through, and sums the per-binary results.
 fn test_and_count(cargo: &str) -> Result<(u64, u64), String> {
     use std::io::{BufRead, BufReader};
-    eprintln!("==> {cargo} test --workspace");
+    eprintln!("==> {cargo} test --workspace --features {CI_FEATURES}");
     let mut child = Command::new(cargo)
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--features", CI_FEATURES])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start cargo test: {e}"))?;
@@ -154,7 +157,16 @@ fn ci() -> Result<(), String> {
     if cargo_tool("clippy", "clippy") {
         run(
             &cargo,
-            &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--features",
+                CI_FEATURES,
+                "--",
+                "-D",
+                "warnings",
+            ],
             &[],
         )?;
     } else {
@@ -163,7 +175,7 @@ fn ci() -> Result<(), String> {
     let (passed, failed) = test_and_count(&cargo)?;
     run(
         &cargo,
-        &["doc", "--workspace", "--no-deps"],
+        &["doc", "--workspace", "--no-deps", "--features", CI_FEATURES],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     run(

@@ -1,132 +1,212 @@
-//! The main job: bids per auction per window, on the heap backend, with periodic
-//! asynchronous checkpoints, a simulated failure and recovery from the last completed
-//! checkpoint, checked against a reference implementation.
+//! The main job: bids per auction per tumbling window (keyed value and reducing state
+//! scoped to windows, closed by the watermark), checkpointed asynchronously to local
+//! disk (`./checkpoints` by default, any state-fs URI with `--checkpoint-dir`), with a
+//! simulated crash, recovery from the latest completed checkpoint found on disk, and
+//! the results checked against a reference implementation.
 //!
-//! `cargo xtask demo -- --events 2000000 --checkpoint-every 250000`
+//! `cargo xtask demo -- --events 2000000 --checkpoint-every 250000 --checkpoint-dir ./checkpoints`
 
-use std::time::Instant;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use state_api::{
     BackendContext, DefaultOperatorStateBackend, KeyedSnapshotHandle, KeyedStateBackend, OperatorSnapshotHandle,
-    OperatorStateBackend, Result,
+    OperatorStateBackend, Result, StateError,
 };
 use state_examples::{AuctionWindows, MAX_OUT_OF_ORDER_MS, bid, reference};
-use state_heap::{HeapKeyedStateBackend, MemoryCheckpointStorage};
+use state_fs::{CheckpointMetadata, FsOptions, SnapshotKind};
+use state_heap::{FsStateBackend, HeapKeyedStateBackend};
 
 const WINDOW: i64 = 10_000;
 const WATERMARK_EVERY: u64 = 1_000;
+const JOB: &str = "demo";
 
-struct Checkpoint {
-    id: u64,
-    next_event: u64,
-    keyed: KeyedSnapshotHandle,
-    operator: OperatorSnapshotHandle,
-    results: usize,
-    max_ts: i64,
-}
-
-fn arg(name: &str, default: u64) -> u64 {
+fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .cloned()
+}
+
+fn num(name: &str, default: u64) -> u64 {
+    arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Source position and job progress stored in each checkpoint's metadata.
+fn progress(next_event: u64, max_ts: i64, results: usize) -> Vec<u8> {
+    let mut v = next_event.to_be_bytes().to_vec();
+    v.extend_from_slice(&max_ts.to_be_bytes());
+    v.extend_from_slice(&(results as u64).to_be_bytes());
+    v
+}
+
+fn read_progress(meta: &CheckpointMetadata) -> Result<(u64, i64, usize)> {
+    let bad = || StateError::Corrupt {
+        source_name: format!("checkpoint {}", meta.checkpoint_id),
+        section: "extra/progress".into(),
+        detail: "missing or malformed".into(),
+    };
+    let p = meta.extra.get("progress").filter(|p| p.len() == 24).ok_or_else(bad)?;
+    let word = |i: usize| <[u8; 8]>::try_from(&p[i..i + 8]).map_err(|_| bad());
+    Ok((
+        u64::from_be_bytes(word(0)?),
+        i64::from_be_bytes(word(8)?),
+        u64::from_be_bytes(word(16)?) as usize,
+    ))
+}
+
+type Pending = (
+    CheckpointMetadata,
+    JoinHandle<Result<(KeyedSnapshotHandle, OperatorSnapshotHandle)>>,
+);
+
+struct Stats {
+    checkpoints: u64,
+    bytes: u64,
+}
+
+/// Waits for an in-flight checkpoint's asynchronous part and completes it.
+fn complete(fs: &FsStateBackend, pending: Pending, stats: &mut Stats) -> Result<()> {
+    let (mut meta, job) = pending;
+    let (keyed, operator) = job
+        .join()
+        .map_err(|_| StateError::InvalidArgument("snapshot thread panicked".into()))??;
+    meta.keyed.push(keyed);
+    meta.operator.push(operator);
+    stats.bytes += meta.state_size();
+    fs.storage().complete_checkpoint(meta)?;
+    stats.checkpoints += 1;
+    Ok(())
 }
 
 fn main() -> Result<()> {
-    let events = arg("--events", 2_000_000);
-    let every = arg("--checkpoint-every", 250_000).max(WATERMARK_EVERY);
-    let fail_at = arg("--fail-at", events * 7 / 10);
+    let events = num("--events", 2_000_000);
+    let every = num("--checkpoint-every", 250_000).max(WATERMARK_EVERY);
+    let fail_at = num("--fail-at", events * 7 / 10);
+    let dir = arg("--checkpoint-dir").unwrap_or_else(|| "./checkpoints".into());
     let lag = MAX_OUT_OF_ORDER_MS;
-    let storage = MemoryCheckpointStorage::with_max_state_size(256 * 1024 * 1024);
     let ctx = BackendContext::single(128);
+    let options = FsOptions {
+        retained_checkpoints: 2,
+        ..FsOptions::default()
+    };
 
+    // A fresh run: discard checkpoints of earlier demo runs.
+    let root = std::path::Path::new(&dir).join(JOB);
+    if !dir.contains("://") && root.exists() {
+        std::fs::remove_dir_all(&root).map_err(|e| StateError::from_io(format!("clearing `{}`", root.display()), e))?;
+    }
+    let mut fs = FsStateBackend::open(&dir, JOB, options.clone())?;
     println!(
-        "demo: {events} bids, tumbling {WINDOW} ms windows, checkpoint every {every} events, failure after {fail_at}"
+        "demo: {events} bids, tumbling {WINDOW} ms windows, checkpoints every {every} events to {}, crash after event {fail_at}",
+        fs.storage().describe()
     );
     let started = Instant::now();
-    let mut backend = HeapKeyedStateBackend::<u64>::new(&ctx)?;
+    let mut keyed: HeapKeyedStateBackend<u64> = fs.create_keyed(&ctx)?;
     let mut ops = DefaultOperatorStateBackend::new(0);
-    let mut job = AuctionWindows::open(&mut backend, &mut ops, WINDOW)?;
+    let mut job = AuctionWindows::open(&mut keyed, &mut ops, WINDOW)?;
     let mut results = Vec::new();
-    let mut last: Option<Checkpoint> = None;
-    let mut checkpoints = 0;
-    let mut checkpoint_bytes = 0;
+    let mut stats = Stats {
+        checkpoints: 0,
+        bytes: 0,
+    };
+    let mut pending: Option<Pending> = None;
+    let mut sync_max = Duration::ZERO;
+    let mut restore_time = None;
     let mut max_ts = i64::MIN;
     let mut i = 0;
-    let mut failed = false;
+    let mut crashed = false;
+    let mut next_id = 1;
     while i < events {
-        if i == fail_at && !failed {
-            // Simulated crash: everything in memory is lost; restore the last checkpoint.
-            failed = true;
+        if i == fail_at && !crashed {
+            // Crash: memory and the in-flight checkpoint are lost. Restart: open the
+            // storage again, find the latest completed checkpoint, restore, resume.
+            crashed = true;
+            drop(pending.take());
             let t = Instant::now();
-            let cp = last
-                .as_ref()
-                .ok_or_else(|| state_api::StateError::InvalidArgument("failure before the first checkpoint".into()))?;
-            backend = HeapKeyedStateBackend::<u64>::restore(&ctx, std::slice::from_ref(&cp.keyed), &storage)?;
-            ops = DefaultOperatorStateBackend::restore(std::slice::from_ref(&cp.operator), 0, 1, &storage)?;
-            job = AuctionWindows::open(&mut backend, &mut ops, WINDOW)?;
-            results.truncate(cp.results);
-            i = cp.next_event;
-            max_ts = cp.max_ts;
+            fs = FsStateBackend::open(&dir, JOB, options.clone())?;
+            let meta = fs.storage().latest_checkpoint()?.ok_or_else(|| {
+                StateError::InvalidArgument("crash before the first checkpoint: lower --fail-at".into())
+            })?;
+            keyed = fs.restore_keyed(&ctx, &meta)?;
+            ops = fs.restore_operator(&meta, 0, 1)?;
+            job = AuctionWindows::open(&mut keyed, &mut ops, WINDOW)?;
+            let (next_event, ts, emitted) = read_progress(&meta)?;
+            results.truncate(emitted);
+            (i, max_ts) = (next_event, ts);
+            next_id = meta.checkpoint_id + 1;
+            restore_time = Some(t.elapsed());
             println!(
-                "  failure at event {fail_at}: restored checkpoint {} (event {i}) in {:?}",
-                cp.id,
+                "  crash at event {fail_at}: restored checkpoint {} (event {i}) in {:.2?}",
+                meta.checkpoint_id,
                 t.elapsed()
             );
             continue;
         }
         let b = bid(i);
         max_ts = max_ts.max(b.ts);
-        job.process(&mut backend, &mut ops, &b)?;
+        job.process(&mut keyed, &mut ops, &b)?;
         i += 1;
         if i % WATERMARK_EVERY == 0 {
-            job.on_watermark(&mut backend, &mut ops, max_ts - lag, &mut results)?;
+            job.on_watermark(&mut keyed, &mut ops, max_ts - lag, &mut results)?;
         }
         if i % every == 0 {
-            checkpoints += 1;
-            let id = checkpoints;
-            let keyed = backend.snapshot(id)?;
-            let operator = ops.snapshot(id)?;
-            // The asynchronous part runs on another thread while the job goes on; here we
-            // join at once for simplicity of bookkeeping.
-            let st = storage;
-            let (keyed, operator) =
-                std::thread::spawn(move || -> Result<_> { Ok((keyed.run(&st)?, operator.run(&st)?)) })
-                    .join()
-                    .map_err(|_| state_api::StateError::InvalidArgument("snapshot thread panicked".into()))??;
-            checkpoint_bytes += keyed.stream.size() + operator.stream.size();
-            last = Some(Checkpoint {
-                id,
-                next_event: i,
-                keyed,
-                operator,
-                results: results.len(),
-                max_ts,
+            if let Some(p) = pending.take() {
+                complete(&fs, p, &mut stats)?;
+            }
+            let id = next_id;
+            next_id += 1;
+            let t = Instant::now();
+            let keyed_part = keyed.snapshot(id)?;
+            let operator_part = ops.snapshot(id)?;
+            sync_max = sync_max.max(t.elapsed());
+            let mut meta = CheckpointMetadata::new(JOB, id, SnapshotKind::Checkpoint);
+            meta.extra.insert("progress".into(), progress(i, max_ts, results.len()));
+            let storage = fs.storage().clone();
+            let job_thread = std::thread::spawn(move || {
+                let t = Instant::now();
+                let r = (keyed_part.run(&storage)?, operator_part.run(&storage)?);
+                log_async_part(id, t.elapsed());
+                Ok(r)
             });
+            // The job goes on processing while the asynchronous part writes.
+            pending = Some((meta, job_thread));
         }
     }
-    job.on_watermark(&mut backend, &mut ops, i64::MAX, &mut results)?;
+    if let Some(p) = pending.take() {
+        complete(&fs, p, &mut stats)?;
+    }
+    job.on_watermark(&mut keyed, &mut ops, i64::MAX, &mut results)?;
     let elapsed = started.elapsed();
     results.sort();
     let expected = reference(events, WINDOW, lag, WATERMARK_EVERY);
     println!(
-        "done: {} results in {:.2?} ({:.0} events/s), {checkpoints} checkpoints, {} bytes written",
+        "done: {} window results in {elapsed:.2?} ({:.0} events/s); {} checkpoints completed, {} bytes; \
+         longest synchronous snapshot part {sync_max:.2?}; restore {}",
         results.len(),
-        elapsed,
         events as f64 / elapsed.as_secs_f64(),
-        checkpoint_bytes
+        stats.checkpoints,
+        stats.bytes,
+        restore_time
+            .map(|t| format!("{t:.2?}"))
+            .unwrap_or_else(|| "not needed".into())
     );
     if results == expected {
-        println!("results match the reference implementation (exactly-once state across the failure)");
+        println!("results match the reference implementation: exactly-once state across the crash");
         Ok(())
     } else {
-        let first = results.iter().zip(&expected).position(|(a, b)| a != b);
-        Err(state_api::StateError::InvalidArgument(format!(
-            "results differ from the reference: {} vs {} results, first difference at {first:?}",
+        Err(StateError::InvalidArgument(format!(
+            "results differ from the reference: {} vs {} results",
             results.len(),
             expected.len()
         )))
+    }
+}
+
+/// With `DEMO_VERBOSE` set, prints how long each asynchronous part took.
+fn log_async_part(id: u64, took: Duration) {
+    if std::env::var_os("DEMO_VERBOSE").is_some() {
+        eprintln!("  checkpoint {id}: asynchronous part took {took:.2?}");
     }
 }

@@ -1,0 +1,216 @@
+//! state-fs on S3, against a real S3-compatible server (s3s-fs) that the test starts
+//! in-process on loopback: no mocks of opendal. Run with `--features s3`.
+#![cfg(feature = "s3")]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use state_api::testkit::TestStorage;
+use state_api::{
+    BackendContext, CheckpointInput, CheckpointOutput, CheckpointStorage, KeyedStateBackend, Result, StreamHandle,
+    ValueStateDescriptor,
+};
+use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
+use state_heap::HeapKeyedStateBackend;
+
+struct Server {
+    endpoint: String,
+    _dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// One S3 server per test binary, on 127.0.0.1 with a random port.
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bucket")).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let fs = s3s_fs::FileSystem::new(dir.path()).unwrap();
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single("AKIDTEST", "SECRETTEST"));
+        let service = builder.build();
+        rt.spawn(async move {
+            let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            while let Ok((socket, _)) = listener.accept().await {
+                let conn = http
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        Server {
+            endpoint,
+            _dir: dir,
+            _rt: rt,
+        }
+    })
+}
+
+fn options(inline_threshold: usize) -> FsOptions {
+    let mut store_options = BTreeMap::new();
+    store_options.insert("endpoint".to_string(), server().endpoint.clone());
+    store_options.insert("access_key_id".to_string(), "AKIDTEST".to_string());
+    store_options.insert("secret_access_key".to_string(), "SECRETTEST".to_string());
+    FsOptions {
+        inline_threshold,
+        store_options,
+        ..FsOptions::default()
+    }
+}
+
+fn unique_prefix() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "s3://bucket/run-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn backend(n: u64, base: u64) -> HeapKeyedStateBackend<u64> {
+    let mut b = HeapKeyedStateBackend::<u64>::new(&BackendContext::single(128)).unwrap();
+    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    for k in 0..n {
+        b.set_current_key(&k).unwrap();
+        b.value(&v).update(base + k).unwrap();
+    }
+    b
+}
+
+fn check(storage: &FsCheckpointStorage, meta: &CheckpointMetadata, n: u64, base: u64) {
+    let mut r = HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &meta.keyed, storage).unwrap();
+    let v = r.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    for k in 0..n {
+        r.set_current_key(&k).unwrap();
+        assert_eq!(r.value(&v).get().unwrap(), Some(base + k));
+    }
+}
+
+#[test]
+fn s3_checkpoint_restart_retention_and_savepoint() {
+    let uri = unique_prefix();
+    let storage = FsCheckpointStorage::open(
+        &uri,
+        "job",
+        FsOptions {
+            retained_checkpoints: 2,
+            ..options(1024)
+        },
+    )
+    .unwrap();
+    assert!(!storage.store().can_rename(), "S3 completes by a single PUT");
+    let local = tempfile::tempdir().unwrap();
+    let mut shared = Vec::new();
+    for id in 1..=4u64 {
+        let mut b = backend(4000, id * 10_000);
+        let src = local.path().join(format!("f{id}"));
+        std::fs::write(&src, vec![id as u8; 200_000]).unwrap();
+        shared.extend(
+            storage
+                .upload_files(&[(src, storage.shared_path(&format!("{id}.sst")))])
+                .unwrap(),
+        );
+        let mut meta = CheckpointMetadata::new("job", id, SnapshotKind::Checkpoint);
+        meta.keyed.push(b.snapshot(id).unwrap().run(&storage).unwrap());
+        assert!(matches!(meta.keyed[0].stream, StreamHandle::File { .. }));
+        // shared_path() keeps names file-safe: "3.sst" becomes "3_sst-<suffix>".
+        meta.shared = shared
+            .iter()
+            .filter(|s| s.path.contains("/1_sst-") || s.path.contains(&format!("/{id}_sst-")))
+            .cloned()
+            .collect();
+        storage.complete_checkpoint(meta).unwrap();
+    }
+    assert_eq!(storage.completed_checkpoints(), vec![3, 4]);
+    let names = storage.store().list(&storage.store_path("shared/")).unwrap();
+    assert_eq!(
+        names.len(),
+        3,
+        "files of checkpoints 1 (still referenced), 3 and 4: {names:?}"
+    );
+    // Restart: discovery on S3.
+    let reopened = FsCheckpointStorage::open(
+        &uri,
+        "job",
+        FsOptions {
+            retained_checkpoints: 2,
+            ..options(1024)
+        },
+    )
+    .unwrap();
+    let latest = reopened.latest_checkpoint().unwrap().unwrap();
+    assert_eq!(latest.checkpoint_id, 4);
+    check(&reopened, &latest, 4000, 40_000);
+    let back: Vec<_> = latest
+        .shared
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.clone(), local.path().join(format!("b{i}"))))
+        .collect();
+    reopened.download_files(&back).unwrap();
+    // A savepoint on S3, restored from the same bucket.
+    let sp = FsCheckpointStorage::savepoint(&uri, "savepoint-9", options(1024)).unwrap();
+    let mut b = backend(500, 5);
+    let mut meta = CheckpointMetadata::new("job", 9, SnapshotKind::Savepoint);
+    meta.keyed.push(b.snapshot(9).unwrap().run(&sp).unwrap());
+    sp.complete_checkpoint(meta).unwrap();
+    let sp2 = FsCheckpointStorage::savepoint(&uri, "savepoint-9", options(1024)).unwrap();
+    check(&sp2, &sp2.latest_checkpoint().unwrap().unwrap(), 500, 5);
+}
+
+/// FS storage on S3, damaged through its store, for the conformance suite.
+#[derive(Debug, Clone)]
+struct S3Storage {
+    storage: FsCheckpointStorage,
+    base: Arc<AtomicU64>,
+}
+
+impl CheckpointStorage for S3Storage {
+    fn create_output(&self, checkpoint_id: u64, name: &str) -> Result<Box<dyn CheckpointOutput>> {
+        self.storage.create_output(checkpoint_id, name)
+    }
+    fn open_input(&self, handle: &StreamHandle) -> Result<Box<dyn CheckpointInput>> {
+        self.storage.open_input(handle)
+    }
+}
+
+impl TestStorage for S3Storage {
+    fn content(&self, path: &str) -> Option<Vec<u8>> {
+        // A read error must fail the test, never silently skip the damage.
+        Some(self.storage.store().read_all(&self.storage.store_path(path)).unwrap())
+    }
+    fn replace(&self, path: &str, content: Vec<u8>) {
+        self.storage
+            .store()
+            .write_all(&self.storage.store_path(path), content)
+            .unwrap();
+    }
+    fn bytes_read(&self) -> u64 {
+        self.storage.bytes_read() - self.base.load(Ordering::SeqCst)
+    }
+    fn reset_bytes_read(&self) {
+        self.base.store(self.storage.bytes_read(), Ordering::SeqCst);
+    }
+}
+
+fn s3_storage() -> S3Storage {
+    S3Storage {
+        storage: FsCheckpointStorage::open(&unique_prefix(), "job", options(0)).unwrap(),
+        base: Arc::new(AtomicU64::new(0)),
+    }
+}
+
+mod conformance_on_s3 {
+    use super::s3_storage;
+    state_api::conformance_tests!(state_heap::HeapBackendFactory, s3_storage);
+}
