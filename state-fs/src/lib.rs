@@ -3,7 +3,7 @@
 //! Checkpoint storage on any [`opendal`] operator: a local directory by default, S3
 //! (feature `s3`) and HDFS (feature `hdfs`, via opendal's native HDFS client). Flink's
 //! `FileSystemCheckpointStorage`: the heap backend with this storage is Flink's
-//! `FsStateBackend` (see `state_heap::FsStateBackend` with state-heap's `fs` feature).
+//! `FsStateBackend` ([`FsStateBackend`], feature `heap`, on by default).
 //!
 //! - Flink's layout: `<root>/<job>/chk-<n>/`, `shared/`, `taskowned/`, and
 //!   `chk-<n>/_metadata`, written last and atomically: a checkpoint without it does not exist.
@@ -16,12 +16,16 @@
 //! - Checkpoints, loads and cleanups emit `tracing` events.
 #![deny(missing_docs)]
 
+#[cfg(feature = "heap")]
+mod fs_backend;
 pub mod layout;
 mod metadata;
 mod storage;
 pub mod store;
 mod uri;
 
+#[cfg(feature = "heap")]
+pub use fs_backend::FsStateBackend;
 pub use metadata::{CheckpointMetadata, SharedFile, SharedRegistry, SnapshotKind};
 pub use storage::{
     CompletedCheckpoint, DEFAULT_INLINE_THRESHOLD, FsCheckpointStorage, FsOptions, MAX_INLINE_THRESHOLD,

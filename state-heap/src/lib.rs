@@ -22,14 +22,10 @@
 //! ```
 #![deny(missing_docs)]
 
-#[cfg(feature = "fs")]
-mod fs_backend;
 mod keyed;
 mod memory_storage;
 mod table;
 
-#[cfg(feature = "fs")]
-pub use fs_backend::FsStateBackend;
 pub use keyed::{HeapBackendFactory, HeapKeyedStateBackend};
 pub use memory_storage::{DEFAULT_MAX_STATE_SIZE, MemoryCheckpointStorage};
 /// The heap operator state backend (shared by every keyed backend; defined in state-api).

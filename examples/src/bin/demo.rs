@@ -14,8 +14,8 @@ use state_api::{
     OperatorStateBackend, Result, StateError,
 };
 use state_examples::{AuctionWindows, MAX_OUT_OF_ORDER_MS, bid, reference};
-use state_fs::{CheckpointMetadata, FsOptions, SnapshotKind};
-use state_heap::{FsStateBackend, HeapKeyedStateBackend};
+use state_fs::{CheckpointMetadata, FsOptions, FsStateBackend, SnapshotKind};
+use state_heap::HeapKeyedStateBackend;
 
 const WINDOW: i64 = 10_000;
 const WATERMARK_EVERY: u64 = 1_000;

@@ -2,16 +2,15 @@
 //! store through state-fs.
 
 use state_api::{BackendContext, DefaultOperatorStateBackend, Result, StateKey};
-use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions};
+use state_heap::HeapKeyedStateBackend;
 
-use crate::HeapKeyedStateBackend;
+use crate::{CheckpointMetadata, FsCheckpointStorage, FsOptions};
 
-/// The heap backend with file system checkpoints (feature `fs`).
+/// The heap backend with file system checkpoints (feature `heap`).
 ///
 /// ```
 /// use state_api::{BackendContext, KeyedStateBackend, ValueStateDescriptor};
-/// use state_fs::{CheckpointMetadata, FsOptions, SnapshotKind};
-/// use state_heap::FsStateBackend;
+/// use state_fs::{CheckpointMetadata, FsOptions, FsStateBackend, SnapshotKind};
 ///
 /// let dir = std::env::temp_dir().join(format!("fs-backend-doc-{}", std::process::id()));
 /// let fs = FsStateBackend::open(dir.to_str().unwrap(), "job", FsOptions::default())?;
