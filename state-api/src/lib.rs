@@ -72,8 +72,8 @@ pub use error::{Result, StateError};
 pub use keygroup::KeyGroupRange;
 pub use operator::{BroadcastStateHandle, DefaultOperatorStateBackend, OperatorListHandle, OperatorStateBackend};
 pub use snapshot::{
-    AsyncSnapshot, CheckpointInput, CheckpointOutput, CheckpointStorage, KeyedSnapshotHandle, OperatorSnapshotHandle,
-    OperatorStateInfo, Redistribution, StreamHandle,
+    AsyncSnapshot, CheckpointInput, CheckpointOutput, CheckpointStorage, IncrementalKeyedHandle, KeyedSnapshotHandle,
+    OperatorSnapshotHandle, OperatorStateInfo, Redistribution, SharedFile, SnapshotFile, StreamHandle,
 };
 pub use state::{
     Namespace, StateId, StateKey, StateKind, StateMeta, StateShape, StateValue, TtlMeta, TtlValue, VoidNamespace,

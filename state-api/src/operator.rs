@@ -349,28 +349,28 @@ impl DefaultOperatorStateBackend {
             type_name: existing,
             mode: m,
         }) = self.states.get(name)
+            && *existing == type_name
+            && *m == mode
         {
-            if *existing == type_name && *m == mode {
-                let list = elements
-                    .iter()
-                    .map(|e| deserialize::<T>(e, name, "list element"))
-                    .collect::<Result<Vec<T>>>()?;
-                self.states.insert(
-                    name.to_string(),
-                    OpState {
-                        mode,
-                        type_name,
-                        data: Data::Typed {
-                            value: Box::new(list),
-                            encode: encode_list::<T>,
-                        },
+            let list = elements
+                .iter()
+                .map(|e| deserialize::<T>(e, name, "list element"))
+                .collect::<Result<Vec<T>>>()?;
+            self.states.insert(
+                name.to_string(),
+                OpState {
+                    mode,
+                    type_name,
+                    data: Data::Typed {
+                        value: Box::new(list),
+                        encode: encode_list::<T>,
                     },
-                );
-                return Ok(OperatorListHandle {
-                    name: name.into(),
-                    _p: PhantomData,
-                });
-            }
+                },
+            );
+            return Ok(OperatorListHandle {
+                name: name.into(),
+                _p: PhantomData,
+            });
         }
         self.register(name, mode, type_name, Box::new(Vec::<T>::new()), encode_list::<T>)?;
         // A registration of an existing typed state must be of the same type.
@@ -399,32 +399,31 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
             type_name: existing,
             ..
         }) = self.states.get(name)
+            && *existing == type_name
         {
-            if *existing == type_name {
-                let mut map = HashMap::with_capacity(elements.len());
-                for e in elements {
-                    let (k, v) = split_pair(e, name)?;
-                    map.insert(
-                        deserialize::<K>(&k, name, "broadcast key")?,
-                        deserialize::<V>(&v, name, "broadcast value")?,
-                    );
-                }
-                self.states.insert(
-                    name.to_string(),
-                    OpState {
-                        mode,
-                        type_name,
-                        data: Data::Typed {
-                            value: Box::new(map),
-                            encode: encode_map::<K, V>,
-                        },
-                    },
+            let mut map = HashMap::with_capacity(elements.len());
+            for e in elements {
+                let (k, v) = split_pair(e, name)?;
+                map.insert(
+                    deserialize::<K>(&k, name, "broadcast key")?,
+                    deserialize::<V>(&v, name, "broadcast value")?,
                 );
-                return Ok(BroadcastStateHandle {
-                    name: name.into(),
-                    _p: PhantomData,
-                });
             }
+            self.states.insert(
+                name.to_string(),
+                OpState {
+                    mode,
+                    type_name,
+                    data: Data::Typed {
+                        value: Box::new(map),
+                        encode: encode_map::<K, V>,
+                    },
+                },
+            );
+            return Ok(BroadcastStateHandle {
+                name: name.into(),
+                _p: PhantomData,
+            });
         }
         self.register(
             name,

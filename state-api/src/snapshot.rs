@@ -23,11 +23,14 @@
 //! ```
 
 use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::error::StateError;
 use crate::keygroup::KeyGroupRange;
+use crate::state::StateMeta;
 
 /// Where the bytes of one written stream are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +92,60 @@ pub struct KeyedSnapshotHandle {
     pub stream: StreamHandle,
 }
 
+/// A file that several incremental checkpoints may reference (a RocksDB SST file).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SharedFile {
+    /// Path relative to the storage's root.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC32C of the content.
+    pub crc32c: u32,
+}
+
+/// A file of an incremental snapshot: its local name in the backend's directory and where
+/// the storage keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotFile {
+    /// The file's name in the backend's working directory (`000042.sst`, `CURRENT`).
+    pub local_name: String,
+    /// Where the storage keeps it.
+    pub stream: StreamHandle,
+}
+
+/// What an incremental snapshot of a keyed backend wrote (RocksDB's native format):
+/// the immutable data files, shared with earlier checkpoints where unchanged, and the
+/// small files describing the database, exclusive to this checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncrementalKeyedHandle {
+    /// The checkpoint.
+    pub checkpoint_id: u64,
+    /// The key groups the snapshot holds.
+    pub key_group_range: KeyGroupRange,
+    /// The job's max parallelism.
+    pub max_parallelism: u32,
+    /// Type name of the key.
+    pub key_type: String,
+    /// Every state in the snapshot.
+    pub states: Vec<StateMeta>,
+    /// Data files (shared between checkpoints).
+    pub shared_files: Vec<SnapshotFile>,
+    /// Files owned by this checkpoint only (MANIFEST, CURRENT, OPTIONS).
+    pub private_files: Vec<SnapshotFile>,
+}
+
+impl IncrementalKeyedHandle {
+    /// Every file of the snapshot.
+    pub fn files(&self) -> impl Iterator<Item = &SnapshotFile> {
+        self.shared_files.iter().chain(self.private_files.iter())
+    }
+
+    /// Bytes of the snapshot's files.
+    pub fn size(&self) -> u64 {
+        self.files().map(|f| f.stream.size()).sum()
+    }
+}
+
 /// How operator list state is redistributed when restoring at another parallelism.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Redistribution {
@@ -143,6 +200,53 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
     fn create_output(&self, checkpoint_id: u64, name: &str) -> Result<Box<dyn CheckpointOutput>>;
     /// Opens a stream that an earlier [`CheckpointOutput::finish`] returned.
     fn open_input(&self, handle: &StreamHandle) -> Result<Box<dyn CheckpointInput>>;
+
+    /// Uploads local files for checkpoint `checkpoint_id`; `shared` files may be
+    /// referenced by later checkpoints too (storages with a shared area put them there).
+    /// The default streams each file through [`Self::create_output`].
+    fn upload_local_files(
+        &self,
+        checkpoint_id: u64,
+        files: &[(PathBuf, String)],
+        shared: bool,
+    ) -> Result<Vec<StreamHandle>> {
+        let _ = shared;
+        files
+            .iter()
+            .map(|(local, name)| {
+                let io = |e| StateError::from_io(format!("uploading `{}`", local.display()), e);
+                let mut f = std::fs::File::open(local).map_err(io)?;
+                let mut out = self.create_output(checkpoint_id, name)?;
+                std::io::copy(&mut f, &mut out).map_err(io)?;
+                out.finish()
+            })
+            .collect()
+    }
+
+    /// Downloads streams to local files, verifying the size (and, for files, the CRC32C).
+    fn download_to_local(&self, files: &[(StreamHandle, PathBuf)]) -> Result<()> {
+        for (handle, local) in files {
+            let mut input = self.open_input(handle)?;
+            let mut bytes = Vec::with_capacity(handle.size() as usize);
+            input
+                .read_to_end(&mut bytes)
+                .map_err(|e| StateError::from_io(format!("reading `{}`", handle.describe()), e))?;
+            let crc_ok = match handle {
+                StreamHandle::File { crc32c, .. } => crc32c::crc32c(&bytes) == *crc32c,
+                StreamHandle::Inline { .. } => true,
+            };
+            if bytes.len() as u64 != handle.size() || !crc_ok {
+                return Err(StateError::Corrupt {
+                    source_name: handle.describe(),
+                    section: "file".into(),
+                    detail: "size or checksum mismatch".into(),
+                });
+            }
+            std::fs::write(local, &bytes)
+                .map_err(|e| StateError::from_io(format!("writing `{}`", local.display()), e))?;
+        }
+        Ok(())
+    }
 }
 
 /// The work of an asynchronous snapshot part.

@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use state_api::{KeyedSnapshotHandle, OperatorSnapshotHandle, Result, StateError, StreamHandle};
+pub use state_api::SharedFile;
+use state_api::{
+    IncrementalKeyedHandle, KeyedSnapshotHandle, OperatorSnapshotHandle, Result, StateError, StreamHandle,
+};
 
 const MAGIC: [u8; 8] = *b"\x89RSMETA\n";
 const REGISTRY_MAGIC: [u8; 8] = *b"\x89RSSREG\n";
@@ -20,17 +23,6 @@ pub enum SnapshotKind {
     Savepoint,
 }
 
-/// A file in `shared/`, referenced by incremental checkpoints.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SharedFile {
-    /// Path relative to the job directory (`shared/...`).
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// CRC32C of the content.
-    pub crc32c: u32,
-}
-
 /// Everything needed to restore a checkpoint or savepoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMetadata {
@@ -42,8 +34,10 @@ pub struct CheckpointMetadata {
     pub kind: SnapshotKind,
     /// When the checkpoint was triggered (milliseconds since the epoch).
     pub timestamp_millis: i64,
-    /// Keyed state of every subtask.
+    /// Keyed state of every subtask (canonical format).
     pub keyed: Vec<KeyedSnapshotHandle>,
+    /// Keyed state of every subtask (incremental, backend-native).
+    pub incremental: Vec<IncrementalKeyedHandle>,
     /// Operator state of every subtask.
     pub operator: Vec<OperatorSnapshotHandle>,
     /// Shared files this checkpoint references.
@@ -64,18 +58,42 @@ impl CheckpointMetadata {
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
             keyed: Vec::new(),
+            incremental: Vec::new(),
             operator: Vec::new(),
             shared: Vec::new(),
             extra: BTreeMap::new(),
         }
     }
 
-    /// Every stream handle (keyed and operator).
+    /// Every exclusive stream handle (keyed, operator, private files of incremental snapshots).
     pub fn streams(&self) -> impl Iterator<Item = &StreamHandle> {
         self.keyed
             .iter()
             .map(|h| &h.stream)
             .chain(self.operator.iter().map(|h| &h.stream))
+            .chain(
+                self.incremental
+                    .iter()
+                    .flat_map(|h| h.private_files.iter().map(|f| &f.stream)),
+            )
+    }
+
+    /// Adds an incremental snapshot; its data files become shared-file references of
+    /// this checkpoint (reference-counted by the storage's registry).
+    pub fn add_incremental(&mut self, handle: IncrementalKeyedHandle) {
+        for f in &handle.shared_files {
+            if let StreamHandle::File { path, size, crc32c } = &f.stream {
+                let shared = SharedFile {
+                    path: path.clone(),
+                    size: *size,
+                    crc32c: *crc32c,
+                };
+                if !self.shared.contains(&shared) {
+                    self.shared.push(shared);
+                }
+            }
+        }
+        self.incremental.push(handle);
     }
 
     /// Paths of every file the metadata references (exclusive and shared).
@@ -88,6 +106,8 @@ impl CheckpointMetadata {
             })
             .collect();
         out.extend(self.shared.iter().map(|s| s.path.clone()));
+        out.sort();
+        out.dedup();
         out
     }
 

@@ -442,10 +442,11 @@ impl FsCheckpointStorage {
         }
         // Leftovers of checkpoints older than this one that never completed.
         for name in store.list(&self.inner.prefix)? {
-            if let Some(old) = parse_checkpoint_dir(&name) {
-                if old < id && !state.completed.contains(&old) {
-                    store.delete_dir(&self.full(&checkpoint_dir(old)))?;
-                }
+            if let Some(old) = parse_checkpoint_dir(&name)
+                && old < id
+                && !state.completed.contains(&old)
+            {
+                store.delete_dir(&self.full(&checkpoint_dir(old)))?;
             }
         }
         Ok(CompletedCheckpoint {
@@ -612,14 +613,14 @@ impl FsCheckpointStorage {
         input
             .read_to_end(&mut bytes)
             .map_err(|e| StateError::from_io(format!("reading `{}`", handle.describe()), e))?;
-        if let StreamHandle::File { path, crc32c, .. } = handle {
-            if crc32c::crc32c(&bytes) != *crc32c {
-                return Err(StateError::Corrupt {
-                    source_name: path.clone(),
-                    section: "file".into(),
-                    detail: "checksum mismatch".into(),
-                });
-            }
+        if let StreamHandle::File { path, crc32c, .. } = handle
+            && crc32c::crc32c(&bytes) != *crc32c
+        {
+            return Err(StateError::Corrupt {
+                source_name: path.clone(),
+                section: "file".into(),
+                detail: "checksum mismatch".into(),
+            });
         }
         Ok(bytes)
     }
@@ -745,6 +746,56 @@ impl Seek for CountingInput {
 }
 
 impl CheckpointStorage for FsCheckpointStorage {
+    /// Uploads concurrently (`transfer_concurrency` at a time), streaming; shared files go
+    /// to `shared/`, the others into the checkpoint's directory. Never inlined.
+    fn upload_local_files(
+        &self,
+        checkpoint_id: u64,
+        files: &[(PathBuf, String)],
+        shared: bool,
+    ) -> Result<Vec<StreamHandle>> {
+        let targets: Vec<(PathBuf, String)> = files
+            .iter()
+            .map(|(local, name)| {
+                let rel = if shared {
+                    self.shared_path(name)
+                } else {
+                    self.exclusive_path(checkpoint_id, name)
+                };
+                (local.clone(), rel)
+            })
+            .collect();
+        Ok(self
+            .upload_files(&targets)?
+            .into_iter()
+            .map(|f| StreamHandle::File {
+                path: f.path,
+                size: f.size,
+                crc32c: f.crc32c,
+            })
+            .collect())
+    }
+
+    /// Downloads concurrently, verifying sizes and CRC32C.
+    fn download_to_local(&self, files: &[(StreamHandle, PathBuf)]) -> Result<()> {
+        let mut remote = Vec::new();
+        for (handle, local) in files {
+            match handle {
+                StreamHandle::File { path, size, crc32c } => remote.push((
+                    SharedFile {
+                        path: path.clone(),
+                        size: *size,
+                        crc32c: *crc32c,
+                    },
+                    local.clone(),
+                )),
+                StreamHandle::Inline { bytes } => std::fs::write(local, bytes)
+                    .map_err(|e| StateError::from_io(format!("writing `{}`", local.display()), e))?,
+            }
+        }
+        self.download_files(&remote)
+    }
+
     fn create_output(&self, checkpoint_id: u64, name: &str) -> Result<Box<dyn CheckpointOutput>> {
         Ok(Box::new(FsOutput {
             storage: self.clone(),

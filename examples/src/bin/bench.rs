@@ -39,7 +39,11 @@ fn main() -> Result<()> {
     let keys: u64 = if quick { 2_000 } else { 100_000 };
     let mut rows = Vec::new();
     heap_ops(n, keys, &mut rows)?;
+    #[cfg(feature = "rocksdb")]
+    rocksdb_ops(n, keys, &mut rows)?;
     sync_part(n, &mut rows)?;
+    #[cfg(feature = "rocksdb")]
+    rocksdb_checkpoints(n, &mut rows)?;
     full_snapshot(n, &mut rows)?;
     report(&rows, quick, n);
     Ok(())
@@ -161,6 +165,300 @@ fn heap_ops(n: u64, keys: u64, rows: &mut Vec<Row>) -> Result<()> {
         }
     });
     row("map iterate (per key)", ours, base);
+    Ok(())
+}
+
+/// The RocksDB backend against raw `rocksdb::DB` calls doing the same work (postcard
+/// keys and values, the same options, WAL off, the same merge operator for lists).
+#[cfg(feature = "rocksdb")]
+fn rocksdb_ops(n: u64, keys: u64, rows: &mut Vec<Row>) -> Result<()> {
+    use state_rocksdb::{RocksDbConfig, RocksDbKeyedStateBackend};
+    let n = n / 2;
+    let config = RocksDbConfig::default();
+    let mut b = RocksDbKeyedStateBackend::<u64>::new(&BackendContext::single(128), config.clone())?;
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let l = b.register(ListStateDescriptor::<u64>::new("l"))?;
+    let m = b.register(MapStateDescriptor::<u32, u64>::new("m"))?;
+    let raw_dir = std::env::temp_dir().join(format!("state-bench-raw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&raw_dir);
+    let mut opts = config.options();
+    opts.create_if_missing(true);
+    opts.set_merge_operator_associative(
+        "concat",
+        |_k: &[u8], existing: Option<&[u8]>, ops: &rocksdb::MergeOperands| {
+            let mut out = existing.map(<[u8]>::to_vec).unwrap_or_default();
+            for op in ops.iter() {
+                out.extend_from_slice(op);
+            }
+            Some(out)
+        },
+    );
+    let raw = rocksdb::DB::open(&opts, &raw_dir).map_err(|e| state_api::StateError::Storage {
+        context: "raw db".into(),
+        detail: e.to_string(),
+    })?;
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.disable_wal(true);
+    let key = |k: u64| postcard::to_stdvec(&k).unwrap_or_default();
+    let mut row = |name: &str, ours: f64, baseline: f64| {
+        rows.push(Row {
+            name: format!("rocksdb {name}"),
+            ours,
+            baseline,
+            unit: "ns/op",
+            baseline_name: "raw rust-rocksdb",
+            target: "≤ 1.3×",
+        });
+    };
+    let base = ns_per_op(n, || {
+        for i in 0..n {
+            raw.put_opt(key(i % keys), postcard::to_stdvec(&i).unwrap_or_default(), &wo)
+                .unwrap();
+        }
+    });
+    let ours = ns_per_op(n, || {
+        for i in 0..n {
+            b.set_current_key(&(i % keys)).unwrap();
+            b.value(&v).update(i).unwrap();
+        }
+    });
+    row("value update", ours, base);
+    let base = ns_per_op(n, || {
+        for i in 0..n {
+            let got = raw.get_pinned(key(i % keys)).unwrap();
+            black_box(got.and_then(|g| postcard::from_bytes::<u64>(&g).ok()));
+        }
+    });
+    let ours = ns_per_op(n, || {
+        for i in 0..n {
+            b.set_current_key(&(i % keys)).unwrap();
+            black_box(b.value(&v).get().unwrap());
+        }
+    });
+    row("value get", ours, base);
+    let base = ns_per_op(n, || {
+        for i in 0..n {
+            let mut k = vec![1u8];
+            k.extend(key(i % keys));
+            let e = postcard::to_stdvec(&i).unwrap_or_default();
+            let mut op = vec![e.len() as u8];
+            op.extend(e);
+            raw.merge_opt(k, op, &wo).unwrap();
+        }
+    });
+    let ours = ns_per_op(n, || {
+        for i in 0..n {
+            b.set_current_key(&(i % keys)).unwrap();
+            b.list(&l).add(i).unwrap();
+        }
+    });
+    row("list add (merge)", ours, base);
+    let reads = keys * 5;
+    let base = ns_per_op(reads, || {
+        for i in 0..reads {
+            let mut k = vec![1u8];
+            k.extend(key(i % keys));
+            if let Some(g) = raw.get_pinned(k).unwrap() {
+                let mut out = Vec::new();
+                let mut rest: &[u8] = &g;
+                while let Some((&len, tail)) = rest.split_first() {
+                    let (e, r) = tail.split_at((len as usize).min(tail.len()));
+                    out.push(postcard::from_bytes::<u64>(e).unwrap_or_default());
+                    rest = r;
+                }
+                black_box(out);
+            }
+        }
+    });
+    let ours = ns_per_op(reads, || {
+        for i in 0..reads {
+            b.set_current_key(&(i % keys)).unwrap();
+            black_box(b.list(&l).get().unwrap());
+        }
+    });
+    row("list get (whole list)", ours, base);
+    let mk = |i: u64| {
+        let mut k = vec![2u8];
+        k.extend(key(i % keys));
+        k.extend(postcard::to_stdvec(&((i / keys) as u32 % 16)).unwrap_or_default());
+        k
+    };
+    let base = ns_per_op(n, || {
+        for i in 0..n {
+            raw.put_opt(mk(i), postcard::to_stdvec(&i).unwrap_or_default(), &wo)
+                .unwrap();
+        }
+    });
+    let ours = ns_per_op(n, || {
+        for i in 0..n {
+            b.set_current_key(&(i % keys)).unwrap();
+            b.map(&m).put((i / keys) as u32 % 16, i).unwrap();
+        }
+    });
+    row("map put", ours, base);
+    let base = ns_per_op(n, || {
+        for i in 0..n {
+            black_box(
+                raw.get_pinned(mk(i))
+                    .unwrap()
+                    .and_then(|g| postcard::from_bytes::<u64>(&g).ok()),
+            );
+        }
+    });
+    let ours = ns_per_op(n, || {
+        for i in 0..n {
+            b.set_current_key(&(i % keys)).unwrap();
+            black_box(b.map(&m).get(&((i / keys) as u32 % 16)).unwrap());
+        }
+    });
+    row("map get", ours, base);
+    let base = ns_per_op(keys, || {
+        for k in 0..keys {
+            let mut p = vec![2u8];
+            p.extend(key(k));
+            let sum: u64 = raw
+                .iterator(rocksdb::IteratorMode::From(&p, rocksdb::Direction::Forward))
+                .map_while(|r| r.ok().filter(|(kk, _)| kk.starts_with(&p)))
+                .map(|(_, v)| postcard::from_bytes::<u64>(&v).unwrap_or_default())
+                .sum();
+            black_box(sum);
+        }
+    });
+    let ours = ns_per_op(keys, || {
+        for k in 0..keys {
+            b.set_current_key(&k).unwrap();
+            black_box(
+                b.map(&m)
+                    .iter()
+                    .unwrap()
+                    .map(|e| e.map(|(_, v)| v).unwrap_or_default())
+                    .sum::<u64>(),
+            );
+        }
+    });
+    row("map iterate (per key)", ours, base);
+    drop(raw);
+    let _ = std::fs::remove_dir_all(&raw_dir);
+    Ok(())
+}
+
+/// RocksDB checkpoints on local disk: incremental after touching 1% of the keys vs full,
+/// restore from incremental vs full, rescale 2 -> 3.
+#[cfg(feature = "rocksdb")]
+fn rocksdb_checkpoints(n: u64, rows: &mut Vec<Row>) -> Result<()> {
+    use state_rocksdb::{RocksDbConfig, RocksDbKeyedStateBackend};
+    let dir = std::env::temp_dir().join(format!("state-bench-rocks-cp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let storage = FsCheckpointStorage::open(dir.to_str().unwrap_or("."), "bench", FsOptions::default())?;
+    let sub = |p: u32, i: u32| BackendContext::for_subtask(128, p, i);
+    let mut handles2 = Vec::new();
+    let mut single = RocksDbKeyedStateBackend::<u64>::new(&BackendContext::single(128), RocksDbConfig::default())?;
+    let sv = single.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let mut two: Vec<_> = (0..2)
+        .map(|i| RocksDbKeyedStateBackend::<u64>::new(&sub(2, i)?, RocksDbConfig::default()))
+        .collect::<Result<_>>()?;
+    let twov: Vec<_> = two
+        .iter_mut()
+        .map(|b| b.register(ValueStateDescriptor::<u64>::new("v")))
+        .collect::<Result<_>>()?;
+    for k in 0..n {
+        single.set_current_key(&k)?;
+        single.value(&sv).update(k)?;
+        let owner = state_api::keygroup::operator_index_for_key_group(
+            128,
+            2,
+            state_api::keygroup::key_group_for_key(&k, 128)?,
+        )? as usize;
+        two[owner].set_current_key(&k)?;
+        two[owner].value(&twov[owner]).update(k)?;
+    }
+    let t = Instant::now();
+    let full = single.snapshot(1)?.run(&storage)?;
+    let full_time = t.elapsed();
+    let t = Instant::now();
+    let first = single.snapshot_incremental(2)?.run(&storage)?;
+    let first_time = t.elapsed();
+    single.notify_checkpoint_complete(2);
+    for k in (0..n).step_by(100) {
+        single.set_current_key(&k)?;
+        single.value(&sv).update(k + 1)?;
+    }
+    let before = storage.bytes_written();
+    let t = Instant::now();
+    let incr = single.snapshot_incremental(3)?.run(&storage)?;
+    let incr_time = t.elapsed();
+    let incr_bytes = storage.bytes_written() - before;
+    rows.push(Row {
+        name: format!("rocksdb incremental checkpoint after updating 1% of {n} keys: bytes uploaded"),
+        ours: incr_bytes as f64,
+        baseline: full.stream.size() as f64,
+        unit: "bytes",
+        baseline_name: "full canonical checkpoint",
+        target: "≤ 0.05×",
+    });
+    rows.push(Row {
+        name: format!(
+            "rocksdb incremental checkpoint after 1% updates (first, all files: {} bytes in {:.0?})",
+            first.size(),
+            first_time
+        ),
+        ours: incr_time.as_secs_f64() * 1e3,
+        baseline: full_time.as_secs_f64() * 1e3,
+        unit: "ms",
+        baseline_name: "full canonical checkpoint",
+        target: "",
+    });
+    let t = Instant::now();
+    let mut r = RocksDbKeyedStateBackend::<u64>::restore_incremental(
+        &BackendContext::single(128),
+        RocksDbConfig::default(),
+        &[incr],
+        &storage,
+    )?;
+    r.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let incr_restore = t.elapsed();
+    drop(r);
+    let t = Instant::now();
+    let mut r = RocksDbKeyedStateBackend::<u64>::restore(
+        &BackendContext::single(128),
+        RocksDbConfig::default(),
+        &[full],
+        &storage,
+    )?;
+    r.register(ValueStateDescriptor::<u64>::new("v"))?;
+    let full_restore = t.elapsed();
+    drop(r);
+    rows.push(Row {
+        name: format!("rocksdb restore {n} keys from incremental (native files)"),
+        ours: incr_restore.as_secs_f64() * 1e3,
+        baseline: full_restore.as_secs_f64() * 1e3,
+        unit: "ms",
+        baseline_name: "restore from full canonical",
+        target: "",
+    });
+    for (i, b) in two.iter_mut().enumerate() {
+        handles2.push(b.snapshot_incremental(10 + i as u64)?.run(&storage)?);
+    }
+    let t = Instant::now();
+    for i in 0..3 {
+        let mut r = RocksDbKeyedStateBackend::<u64>::restore_incremental(
+            &sub(3, i)?,
+            RocksDbConfig::default(),
+            &handles2,
+            &storage,
+        )?;
+        r.register(ValueStateDescriptor::<u64>::new("v"))?;
+    }
+    let rescale = t.elapsed();
+    rows.push(Row {
+        name: format!("rocksdb rescale 2 -> 3 of {n} keys from incremental (all three subtasks, sequentially)"),
+        ours: rescale.as_secs_f64() * 1e3,
+        baseline: incr_restore.as_secs_f64() * 1e3,
+        unit: "ms",
+        baseline_name: "one restore without rescaling",
+        target: "",
+    });
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! simulated crash, recovery from the latest completed checkpoint found on disk, and
 //! the results checked against a reference implementation.
 //!
-//! `cargo xtask demo -- --events 2000000 --checkpoint-every 250000 --checkpoint-dir ./checkpoints`
+//! `cargo xtask demo -- --backend rocksdb --events 2000000 --checkpoint-every 250000 --checkpoint-dir ./checkpoints`
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use state_api::{
     OperatorStateBackend, Result, StateError,
 };
 use state_examples::{AuctionWindows, MAX_OUT_OF_ORDER_MS, bid, reference};
-use state_fs::{CheckpointMetadata, FsOptions, FsStateBackend, SnapshotKind};
+use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 use state_heap::HeapKeyedStateBackend;
 
 const WINDOW: i64 = 10_000;
@@ -67,7 +67,7 @@ struct Stats {
 }
 
 /// Waits for an in-flight checkpoint's asynchronous part and completes it.
-fn complete(fs: &FsStateBackend, pending: Pending, stats: &mut Stats) -> Result<()> {
+fn complete(fs: &FsCheckpointStorage, pending: Pending, stats: &mut Stats) -> Result<()> {
     let (mut meta, job) = pending;
     let (keyed, operator) = job
         .join()
@@ -75,12 +75,56 @@ fn complete(fs: &FsStateBackend, pending: Pending, stats: &mut Stats) -> Result<
     meta.keyed.push(keyed);
     meta.operator.push(operator);
     stats.bytes += meta.state_size();
-    fs.storage().complete_checkpoint(meta)?;
+    fs.complete_checkpoint(meta)?;
     stats.checkpoints += 1;
     Ok(())
 }
 
+/// Which keyed backend the job runs on: picked at run time among those compiled in
+/// (cargo features `heap`, `rocksdb`). The operator code is the same for all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Heap,
+    #[cfg(feature = "rocksdb")]
+    RocksDb,
+}
+
 fn main() -> Result<()> {
+    let backend = match arg("--backend").as_deref() {
+        None | Some("heap") => Backend::Heap,
+        #[cfg(feature = "rocksdb")]
+        Some("rocksdb") => Backend::RocksDb,
+        Some(other) => {
+            return Err(StateError::InvalidArgument(format!(
+                "unknown or not compiled-in backend `{other}` (heap{})",
+                if cfg!(feature = "rocksdb") { ", rocksdb" } else { "" }
+            )));
+        }
+    };
+    match backend {
+        Backend::Heap => run_job("heap", HeapKeyedStateBackend::<u64>::new, |ctx, meta, storage| {
+            HeapKeyedStateBackend::<u64>::restore(ctx, &meta.keyed, storage)
+        }),
+        #[cfg(feature = "rocksdb")]
+        Backend::RocksDb => {
+            use state_rocksdb::{RocksDbConfig, RocksDbKeyedStateBackend};
+            run_job(
+                "rocksdb",
+                |ctx| RocksDbKeyedStateBackend::<u64>::new(ctx, RocksDbConfig::default()),
+                |ctx, meta, storage| {
+                    RocksDbKeyedStateBackend::<u64>::restore(ctx, RocksDbConfig::default(), &meta.keyed, storage)
+                },
+            )
+        }
+    }
+}
+
+/// The job, generic over the keyed backend.
+fn run_job<B: KeyedStateBackend<Key = u64>>(
+    backend_name: &str,
+    create: impl Fn(&BackendContext) -> Result<B>,
+    restore: impl Fn(&BackendContext, &CheckpointMetadata, &FsCheckpointStorage) -> Result<B>,
+) -> Result<()> {
     let events = num("--events", 2_000_000);
     let every = num("--checkpoint-every", 250_000).max(WATERMARK_EVERY);
     let fail_at = num("--fail-at", events * 7 / 10);
@@ -97,13 +141,13 @@ fn main() -> Result<()> {
     if !dir.contains("://") && root.exists() {
         std::fs::remove_dir_all(&root).map_err(|e| StateError::from_io(format!("clearing `{}`", root.display()), e))?;
     }
-    let mut fs = FsStateBackend::open(&dir, JOB, options.clone())?;
+    let mut fs = FsCheckpointStorage::open(&dir, JOB, options.clone())?;
     println!(
-        "demo: {events} bids, tumbling {WINDOW} ms windows, checkpoints every {every} events to {}, crash after event {fail_at}",
-        fs.storage().describe()
+        "demo on {backend_name}: {events} bids, tumbling {WINDOW} ms windows, checkpoints every {every} events to {}, crash after event {fail_at}",
+        fs.describe()
     );
     let started = Instant::now();
-    let mut keyed: HeapKeyedStateBackend<u64> = fs.create_keyed(&ctx)?;
+    let mut keyed: B = create(&ctx)?;
     let mut ops = DefaultOperatorStateBackend::new(0);
     let mut job = AuctionWindows::open(&mut keyed, &mut ops, WINDOW)?;
     let mut results = Vec::new();
@@ -125,12 +169,12 @@ fn main() -> Result<()> {
             crashed = true;
             drop(pending.take());
             let t = Instant::now();
-            fs = FsStateBackend::open(&dir, JOB, options.clone())?;
-            let meta = fs.storage().latest_checkpoint()?.ok_or_else(|| {
+            fs = FsCheckpointStorage::open(&dir, JOB, options.clone())?;
+            let meta = fs.latest_checkpoint()?.ok_or_else(|| {
                 StateError::InvalidArgument("crash before the first checkpoint: lower --fail-at".into())
             })?;
-            keyed = fs.restore_keyed(&ctx, &meta)?;
-            ops = fs.restore_operator(&meta, 0, 1)?;
+            keyed = restore(&ctx, &meta, &fs)?;
+            ops = DefaultOperatorStateBackend::restore(&meta.operator, 0, 1, &fs)?;
             job = AuctionWindows::open(&mut keyed, &mut ops, WINDOW)?;
             let (next_event, ts, emitted) = read_progress(&meta)?;
             results.truncate(emitted);
@@ -163,7 +207,7 @@ fn main() -> Result<()> {
             sync_max = sync_max.max(t.elapsed());
             let mut meta = CheckpointMetadata::new(JOB, id, SnapshotKind::Checkpoint);
             meta.extra.insert("progress".into(), progress(i, max_ts, results.len()));
-            let storage = fs.storage().clone();
+            let storage = fs.clone();
             let job_thread = std::thread::spawn(move || {
                 let t = Instant::now();
                 let r = (keyed_part.run(&storage)?, operator_part.run(&storage)?);

@@ -151,11 +151,11 @@ impl ObjectStore for FaultyStore {
         }))
     }
     fn write_all(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        if let Some(pat) = &*self.faults.fail_put.lock().unwrap() {
-            if path.contains(pat.as_str()) {
-                self.faults.injected.store(true, Ordering::SeqCst);
-                return Err(injected("writing", path));
-            }
+        if let Some(pat) = &*self.faults.fail_put.lock().unwrap()
+            && path.contains(pat.as_str())
+        {
+            self.faults.injected.store(true, Ordering::SeqCst);
+            return Err(injected("writing", path));
         }
         self.inner.write_all(path, bytes)
     }
@@ -172,11 +172,11 @@ impl ObjectStore for FaultyStore {
         self.inner.can_rename()
     }
     fn rename(&self, from: &str, to: &str) -> Result<()> {
-        if let Some(pat) = &*self.faults.fail_put.lock().unwrap() {
-            if to.contains(pat.as_str()) {
-                self.faults.injected.store(true, Ordering::SeqCst);
-                return Err(injected("renaming to", to));
-            }
+        if let Some(pat) = &*self.faults.fail_put.lock().unwrap()
+            && to.contains(pat.as_str())
+        {
+            self.faults.injected.store(true, Ordering::SeqCst);
+            return Err(injected("renaming to", to));
         }
         self.inner.rename(from, to)
     }

@@ -1,0 +1,288 @@
+//! Incremental checkpoints: RocksDB's native files, uploading only data (SST) files that
+//! the last completed checkpoint did not already have.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, WriteBatch};
+use state_api::{
+    AsyncSnapshot, BackendContext, CheckpointStorage, IncrementalKeyedHandle, KeyGroupRange, Result, SnapshotFile,
+    StateError, StateKey, StreamHandle,
+};
+
+use crate::backend::{INSTANCE, RocksDbKeyedStateBackend, cf_options, column_family_name, db_err, ttl_of};
+use crate::keys::{prefix_successor, put_key_group};
+use crate::options::RocksDbConfig;
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> StateError {
+    move |e| StateError::from_io(context, e)
+}
+
+impl<K: StateKey> RocksDbKeyedStateBackend<K> {
+    /// The synchronous part of an incremental checkpoint: a native RocksDB checkpoint
+    /// (memtable flush and hard links). The asynchronous part uploads the data files the
+    /// last completed checkpoint did not have to the storage's shared area, and the small
+    /// descriptor files (MANIFEST, CURRENT, OPTIONS) as files of this checkpoint. Call
+    /// [`Self::notify_checkpoint_complete`] or [`Self::notify_checkpoint_aborted`] after.
+    pub fn snapshot_incremental(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<IncrementalKeyedHandle>> {
+        let (db, dir, _, range, max_parallelism, _, key_type, _) = self.parts();
+        let snap_dir = dir.join(format!(
+            "incremental-{checkpoint_id}-{}",
+            INSTANCE.fetch_add(1, Ordering::Relaxed)
+        ));
+        Checkpoint::new(db)
+            .and_then(|c| c.create_checkpoint(&snap_dir))
+            .map_err(|e| db_err(format!("creating a RocksDB checkpoint at `{}`", snap_dir.display()), e))?;
+        let confirmed = self.confirmed.clone();
+        let pending = Arc::clone(&self.pending);
+        let base = IncrementalKeyedHandle {
+            checkpoint_id,
+            key_group_range: range,
+            max_parallelism,
+            key_type: key_type.to_string(),
+            states: self.all_metas(),
+            shared_files: Vec::new(),
+            private_files: Vec::new(),
+        };
+        Ok(AsyncSnapshot::new(checkpoint_id, move |storage| {
+            let result = upload(&snap_dir, base, &confirmed, storage);
+            let _ = std::fs::remove_dir_all(&snap_dir);
+            let handle = result?;
+            if let Ok(mut p) = pending.lock() {
+                p.insert(checkpoint_id, handle.shared_files.clone());
+            }
+            tracing::debug!(
+                checkpoint_id,
+                files = handle.shared_files.len() + handle.private_files.len(),
+                "incremental snapshot uploaded"
+            );
+            Ok(handle)
+        }))
+    }
+
+    /// Checkpoint `checkpoint_id` completed: its data files become the base that later
+    /// incremental checkpoints reuse; earlier pending checkpoints are forgotten.
+    pub fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
+        let Ok(mut pending) = self.pending.lock() else { return };
+        if let Some(files) = pending.remove(&checkpoint_id) {
+            self.confirmed = files.into_iter().map(|f| (f.local_name, f.stream)).collect();
+        }
+        pending.retain(|id, _| *id > checkpoint_id);
+    }
+
+    /// Checkpoint `checkpoint_id` was aborted: its uploads are never reused.
+    pub fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(&checkpoint_id);
+        }
+    }
+
+    /// Restores from incremental handles. When one handle holds every key group of
+    /// `ctx`, its files are downloaded (concurrently, verified) and opened directly, the
+    /// key groups outside the range deleted, and its data files reused by the next
+    /// incremental checkpoint. Otherwise (rescaling down, or up across handles) each
+    /// handle is opened aside and only the owned key groups are copied in.
+    pub fn restore_incremental(
+        ctx: &BackendContext,
+        config: RocksDbConfig,
+        handles: &[IncrementalKeyedHandle],
+        storage: &dyn CheckpointStorage,
+    ) -> Result<Self> {
+        let range = ctx.key_group_range;
+        let relevant: Vec<&IncrementalKeyedHandle> = handles
+            .iter()
+            .filter(|h| !h.key_group_range.intersection(&range).is_empty())
+            .collect();
+        for h in &relevant {
+            if h.key_type != std::any::type_name::<K>() {
+                return Err(StateError::IncompatibleType {
+                    name: "<key>".into(),
+                    role: "key",
+                    existing: h.key_type.clone(),
+                    requested: std::any::type_name::<K>().to_string(),
+                });
+            }
+            if h.max_parallelism != ctx.max_parallelism {
+                return Err(StateError::InvalidArgument(format!(
+                    "incremental checkpoint {} has max parallelism {}, this backend {}",
+                    h.checkpoint_id, h.max_parallelism, ctx.max_parallelism
+                )));
+            }
+        }
+        let covering = relevant
+            .iter()
+            .find(|h| h.key_group_range.intersection(&range) == range)
+            .copied();
+        if let Some(h) = covering {
+            let mut b = Self::open_with(ctx, config, |db_path| {
+                download(h, db_path, storage)?;
+                Ok(h.states.clone())
+            })?;
+            b.delete_outside_range(h.key_group_range)?;
+            b.confirmed = h
+                .shared_files
+                .iter()
+                .map(|f| (f.local_name.clone(), f.stream.clone()))
+                .collect();
+            return Ok(b);
+        }
+        let mut b = Self::new(ctx, config)?;
+        for (i, h) in relevant.iter().enumerate() {
+            let tmp = b.parts().1.join(format!("restore-{i}"));
+            download(h, &tmp, storage)?;
+            let (_, _, config, _, _, prefix_len, _, _) = b.parts();
+            let clock = Arc::clone(&ctx.clock);
+            let cfs: Vec<ColumnFamilyDescriptor> = h
+                .states
+                .iter()
+                .map(|m| {
+                    ColumnFamilyDescriptor::new(
+                        column_family_name(&m.name),
+                        cf_options(config, m.kind.shape(), ttl_of(m), Arc::clone(&clock)),
+                    )
+                })
+                .collect();
+            let src = DB::open_cf_descriptors(&config.options(), &tmp, cfs)
+                .map_err(|e| db_err(format!("opening downloaded checkpoint `{}`", tmp.display()), e))?;
+            let mine = h.key_group_range.intersection(&range);
+            for meta in &h.states {
+                b.ensure_restored_cf(meta)?;
+                copy_key_groups(&src, &b, &meta.name, mine, prefix_len)?;
+            }
+            drop(src);
+            std::fs::remove_dir_all(&tmp).map_err(io(format!("removing `{}`", tmp.display())))?;
+        }
+        Ok(b)
+    }
+
+    /// Deletes every key outside this backend's key-group range from every column family.
+    fn delete_outside_range(&mut self, held: KeyGroupRange) -> Result<()> {
+        let (db, _, _, range, max_parallelism, prefix_len, _, wo) = self.parts();
+        if held == range {
+            return Ok(());
+        }
+        let bound = |kg: u32| {
+            let mut p = Vec::new();
+            put_key_group(&mut p, kg, prefix_len);
+            p
+        };
+        let mut cuts = Vec::new();
+        if range.start() > 0 {
+            cuts.push((Vec::new(), bound(range.start())));
+        }
+        if range.end() + 1 < max_parallelism {
+            let top = prefix_successor(&bound(max_parallelism - 1)).unwrap_or_else(|| vec![0xff; prefix_len + 1]);
+            cuts.push((bound(range.end() + 1), top));
+        }
+        for meta in self.all_metas() {
+            let Some(cf) = db.cf_handle(&column_family_name(&meta.name)) else {
+                continue;
+            };
+            for (from, to) in &cuts {
+                db.delete_range_cf_opt(cf, from, to, wo)
+                    .map_err(|e| db_err(format!("dropping key groups outside {range} from `{}`", meta.name), e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn download(h: &IncrementalKeyedHandle, dir: &std::path::Path, storage: &dyn CheckpointStorage) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io(format!("creating `{}`", dir.display())))?;
+    let files: Vec<(StreamHandle, PathBuf)> = h
+        .files()
+        .map(|f| {
+            if f.local_name.contains('/') || f.local_name.contains("..") || f.local_name.is_empty() {
+                return Err(StateError::Corrupt {
+                    source_name: format!("incremental checkpoint {}", h.checkpoint_id),
+                    section: "file list".into(),
+                    detail: format!("bad local file name {:?}", f.local_name),
+                });
+            }
+            Ok((f.stream.clone(), dir.join(&f.local_name)))
+        })
+        .collect::<Result<_>>()?;
+    storage.download_to_local(&files)
+}
+
+fn copy_key_groups<K: StateKey>(
+    src: &DB,
+    dst: &RocksDbKeyedStateBackend<K>,
+    state: &str,
+    mine: KeyGroupRange,
+    prefix_len: usize,
+) -> Result<()> {
+    let (db, _, _, _, _, _, _, wo) = dst.parts();
+    let (Some(from), Some(to)) = (
+        src.cf_handle(&column_family_name(state)),
+        db.cf_handle(&column_family_name(state)),
+    ) else {
+        return Ok(());
+    };
+    let mut start = Vec::new();
+    put_key_group(&mut start, mine.start(), prefix_len);
+    let mut end = Vec::new();
+    put_key_group(&mut end, mine.end(), prefix_len);
+    let end = prefix_successor(&end);
+    let mut batch = WriteBatch::default();
+    for r in src.iterator_cf(from, IteratorMode::From(&start, Direction::Forward)) {
+        let (k, v) = r.map_err(|e| db_err("reading a downloaded checkpoint", e))?;
+        if end.as_ref().is_some_and(|e| k.as_ref() >= e.as_slice()) {
+            break;
+        }
+        batch.put_cf(to, &k, &v);
+        if batch.len() >= 10_000 {
+            db.write_opt(std::mem::take(&mut batch), wo)
+                .map_err(|e| db_err("restoring key groups", e))?;
+        }
+    }
+    db.write_opt(batch, wo).map_err(|e| db_err("restoring key groups", e))
+}
+
+fn upload(
+    snap_dir: &std::path::Path,
+    mut handle: IncrementalKeyedHandle,
+    confirmed: &HashMap<String, StreamHandle>,
+    storage: &dyn CheckpointStorage,
+) -> Result<IncrementalKeyedHandle> {
+    let mut names: Vec<String> = std::fs::read_dir(snap_dir)
+        .map_err(io(format!("listing `{}`", snap_dir.display())))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .map_err(io(format!("listing `{}`", snap_dir.display())))?;
+    names.sort();
+    let mut new_shared = Vec::new();
+    let mut private = Vec::new();
+    for name in names {
+        let path = snap_dir.join(&name);
+        if name.ends_with(".sst") {
+            match confirmed.get(&name) {
+                Some(stream) => handle.shared_files.push(SnapshotFile {
+                    local_name: name,
+                    stream: stream.clone(),
+                }),
+                None => new_shared.push((path, name)),
+            }
+        } else {
+            private.push((path, name));
+        }
+    }
+    let id = handle.checkpoint_id;
+    let uploaded = storage.upload_local_files(id, &new_shared, true)?;
+    handle.shared_files.extend(
+        new_shared
+            .into_iter()
+            .zip(uploaded)
+            .map(|((_, local_name), stream)| SnapshotFile { local_name, stream }),
+    );
+    let uploaded = storage.upload_local_files(id, &private, false)?;
+    handle.private_files = private
+        .into_iter()
+        .zip(uploaded)
+        .map(|((_, local_name), stream)| SnapshotFile { local_name, stream })
+        .collect();
+    Ok(handle)
+}

@@ -1,0 +1,22 @@
+//! # state-rocksdb
+//!
+//! The RocksDB keyed state backend (Flink's `EmbeddedRocksDBStateBackend`): state larger
+//! than memory, one column family per state, Flink's key layout
+//! (`[key group][key][namespace][user key]`), list append by merge operator, map
+//! iteration by prefix scan, TTL by compaction filter, on access and incrementally,
+//! Flink's predefined option profiles, and full snapshots in the canonical format
+//! taken from a RocksDB checkpoint so the task keeps writing during the asynchronous
+//! part. Savepoints move between this backend and the heap backend at any parallelism.
+#![deny(missing_docs)]
+
+mod backend;
+mod incremental;
+pub mod keys;
+mod options;
+
+pub use backend::{RocksDbBackendFactory, RocksDbKeyedStateBackend, column_family_name};
+pub use options::{OptionsOverride, PredefinedOptions, RocksDbConfig};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

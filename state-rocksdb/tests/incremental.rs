@@ -1,0 +1,165 @@
+//! Incremental checkpoints through the file system storage: a chain with retention,
+//! reuse of unchanged files, restore from each, rescaling, and no unreferenced file
+//! left in `shared/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use state_api::keygroup::{key_group_for_key, operator_index_for_key_group};
+use state_api::{BackendContext, KeyedStateBackend, ManualClock, StateError, ValueStateDescriptor};
+use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
+use state_rocksdb::{RocksDbConfig, RocksDbKeyedStateBackend};
+
+const KEYS: u64 = 20_000;
+
+fn ctx_for(parallelism: u32, index: u32) -> BackendContext {
+    BackendContext::for_subtask(128, parallelism, index)
+        .unwrap()
+        .with_clock(Arc::new(ManualClock::new(0)))
+}
+
+fn shared_on_disk(root: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(root.join("job/shared"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| format!("shared/{}", e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn check(b: &mut RocksDbKeyedStateBackend<u64>, model: &BTreeMap<u64, u64>, parallelism: u32, index: u32) {
+    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let mut owned = 0;
+    for (k, want) in model {
+        let owner = operator_index_for_key_group(128, parallelism, key_group_for_key(k, 128).unwrap()).unwrap();
+        if owner == index {
+            b.set_current_key(k).unwrap();
+            assert_eq!(b.value(&v).get().unwrap(), Some(*want), "key {k}");
+            owned += 1;
+        } else {
+            assert!(matches!(
+                b.set_current_key(k),
+                Err(StateError::KeyGroupOutOfRange { .. })
+            ));
+        }
+    }
+    let mut keys = b.keys(&v).unwrap();
+    keys.sort();
+    assert_eq!(keys.len(), owned, "nothing outside the key-group range remains");
+}
+
+#[test]
+fn incremental_chain_with_retention_restores_and_leaves_no_unreferenced_file() {
+    let root = tempfile::tempdir().unwrap();
+    let options = FsOptions {
+        retained_checkpoints: 2,
+        ..FsOptions::default()
+    };
+    let storage = FsCheckpointStorage::open(root.path().to_str().unwrap(), "job", options).unwrap();
+    let mut b = RocksDbKeyedStateBackend::<u64>::new(&ctx_for(1, 0), RocksDbConfig::default()).unwrap();
+    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let mut model = BTreeMap::new();
+    for k in 0..KEYS {
+        b.set_current_key(&k).unwrap();
+        b.value(&v).update(k).unwrap();
+        model.insert(k, k);
+    }
+    let mut uploaded = Vec::new();
+    for id in 1..=6u64 {
+        if id > 1 {
+            // Touch 1% of the keys.
+            for k in (0..KEYS).filter(|k| k % 100 == id) {
+                b.set_current_key(&k).unwrap();
+                b.value(&v).update(id * 1_000_000 + k).unwrap();
+                model.insert(k, id * 1_000_000 + k);
+            }
+        }
+        let before = storage.bytes_written();
+        let h = b.snapshot_incremental(id).unwrap().run(&storage).unwrap();
+        uploaded.push(storage.bytes_written() - before);
+        let mut meta = CheckpointMetadata::new("job", id, SnapshotKind::Checkpoint);
+        meta.add_incremental(h);
+        storage.complete_checkpoint(meta).unwrap();
+        b.notify_checkpoint_complete(id);
+
+        // Restore the latest checkpoint and compare with the model.
+        let latest = storage.latest_checkpoint().unwrap().unwrap();
+        assert_eq!(latest.checkpoint_id, id);
+        let mut r = RocksDbKeyedStateBackend::<u64>::restore_incremental(
+            &ctx_for(1, 0),
+            RocksDbConfig::default(),
+            &latest.incremental,
+            &storage,
+        )
+        .unwrap();
+        check(&mut r, &model, 1, 0);
+
+        // shared/ holds exactly what the retained checkpoints reference.
+        let mut referenced = BTreeSet::new();
+        for cp in storage.completed_checkpoints() {
+            for f in storage.load_checkpoint(cp).unwrap().shared {
+                referenced.insert(f.path);
+            }
+        }
+        assert_eq!(shared_on_disk(root.path()), referenced, "after checkpoint {id}");
+    }
+    assert_eq!(storage.completed_checkpoints(), vec![5, 6]);
+    assert!(
+        uploaded[1] * 3 < uploaded[0],
+        "checkpoint 2 uploaded {} bytes, checkpoint 1 {}",
+        uploaded[1],
+        uploaded[0]
+    );
+}
+
+#[test]
+fn incremental_restore_rescales_up_and_down() {
+    let root = tempfile::tempdir().unwrap();
+    let storage = FsCheckpointStorage::open(root.path().to_str().unwrap(), "job", FsOptions::default()).unwrap();
+    let mut model = BTreeMap::new();
+    // Two subtasks, each with its own keys, snapshot incrementally.
+    let mut handles = Vec::new();
+    for index in 0..2 {
+        let mut b = RocksDbKeyedStateBackend::<u64>::new(&ctx_for(2, index), RocksDbConfig::default()).unwrap();
+        let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+        for k in 0..3000u64 {
+            if operator_index_for_key_group(128, 2, key_group_for_key(&k, 128).unwrap()).unwrap() == index {
+                b.set_current_key(&k).unwrap();
+                b.value(&v).update(k * 3).unwrap();
+                model.insert(k, k * 3);
+            }
+        }
+        handles.push(b.snapshot_incremental(1).unwrap().run(&storage).unwrap());
+    }
+    // 2 -> 1: both handles merged (copy of owned key groups).
+    let mut one = RocksDbKeyedStateBackend::<u64>::restore_incremental(
+        &ctx_for(1, 0),
+        RocksDbConfig::default(),
+        &handles,
+        &storage,
+    )
+    .unwrap();
+    check(&mut one, &model, 1, 0);
+    // 1 -> 3: each new subtask opens the covering handle and drops the other key groups.
+    let h = one.snapshot_incremental(2).unwrap().run(&storage).unwrap();
+    for index in 0..3 {
+        let mut r = RocksDbKeyedStateBackend::<u64>::restore_incremental(
+            &ctx_for(3, index),
+            RocksDbConfig::default(),
+            std::slice::from_ref(&h),
+            &storage,
+        )
+        .unwrap();
+        check(&mut r, &model, 3, index);
+    }
+    // A wrong key type is refused.
+    let err = RocksDbKeyedStateBackend::<String>::restore_incremental(
+        &ctx_for(1, 0),
+        RocksDbConfig::default(),
+        &handles,
+        &storage,
+    )
+    .unwrap_err();
+    assert!(matches!(err, StateError::IncompatibleType { role: "key", .. }), "{err}");
+}
