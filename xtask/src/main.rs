@@ -234,20 +234,27 @@ fn package(cargo: &str) -> Result<(), String> {
         }
     }
     run(cargo, &["package", "--workspace", "--allow-dirty", "--no-verify"], &[])?;
-    run(
-        cargo,
-        &[
-            "package",
-            "-p",
-            "state-api",
-            "-p",
-            "state-heap",
-            "-p",
-            "state-fs",
-            "--allow-dirty",
-        ],
-        &[],
-    )
+    // Cargo also treats compiled registry crates as immutable: an artifact of an older
+    // state-api 0.1.0 in a reused target directory would count as fresh. Verify in a
+    // throwaway target directory.
+    let verify_dir = std::env::temp_dir().join(format!("state-package-verify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&verify_dir);
+    let dir = verify_dir.to_string_lossy().into_owned();
+    let args = [
+        "package",
+        "-p",
+        "state-api",
+        "-p",
+        "state-heap",
+        "-p",
+        "state-fs",
+        "--allow-dirty",
+        "--target-dir",
+        &dir,
+    ];
+    let result = run(cargo, &args, &[]);
+    let _ = std::fs::remove_dir_all(&verify_dir);
+    result
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
