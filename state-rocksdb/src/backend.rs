@@ -180,6 +180,8 @@ struct Current<K> {
 
 struct RState {
     meta: StateMeta,
+    /// The column family's name, computed once (looked up on every access).
+    cf: String,
     ttl: Option<TtlConfig>,
     /// Length of the namespace at the start of `[namespace][user key]` (monomorphized at registration).
     ns_len: NsLenFn,
@@ -511,6 +513,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         let id = StateId(self.states.len() as u32);
         self.by_name.insert(meta.name.clone(), id);
         self.states.push(RState {
+            cf: cf_name(&meta.name),
             meta,
             ttl,
             ns_len: encoded_len::<N>,
@@ -593,12 +596,9 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
 macro_rules! state_and_cf {
     ($self:ident, $id:expr) => {{
         let st = $self.states.get($id.0 as usize).ok_or_else(|| unknown($id))?;
-        let cf = $self
-            .db
-            .cf_handle(&cf_name(&st.meta.name))
-            .ok_or_else(|| StateError::UnknownState {
-                name: st.meta.name.clone(),
-            })?;
+        let cf = $self.db.cf_handle(&st.cf).ok_or_else(|| StateError::UnknownState {
+            name: st.meta.name.clone(),
+        })?;
         (st, cf)
     }};
 }
@@ -622,7 +622,9 @@ impl<K: StateKey> KeyedStateBackend for RocksDbKeyedStateBackend<K> {
                 range: self.range,
             });
         }
-        let mut prefix = Vec::with_capacity(self.prefix_len + self.scratch.len());
+        // Reuse the previous key's buffer: no allocation per key switch.
+        let mut prefix = self.current.take().map(|c| c.prefix).unwrap_or_default();
+        prefix.clear();
         put_key_group(&mut prefix, key_group, self.prefix_len);
         prefix.extend_from_slice(&self.scratch);
         self.current = Some(Current {

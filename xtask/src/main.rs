@@ -22,7 +22,16 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("demo") => demo(&args[1..]),
         Some("stress") => {
-            let mut cmd: Vec<&str> = vec!["run", "--release", "-p", "state-examples", "--bin", "stress", "--"];
+            let mut cmd: Vec<&str> = vec![
+                "run",
+                "-p",
+                "state-examples",
+                "--features",
+                CI_FEATURES,
+                "--bin",
+                "stress",
+                "--",
+            ];
             cmd.extend(args[1..].iter().map(String::as_str));
             ensure_system_packages().and_then(|()| run(&cargo(), &cmd, &[]))
         }
