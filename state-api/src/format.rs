@@ -237,6 +237,53 @@ impl<'w> KeyedStreamWriter<'w> {
 
 // ------------------------------------------------------------------ reader
 
+/// Opens a handle's stream for a restore into a backend that owns `range`, with key type
+/// `key_type` and `max_parallelism`: checks that the snapshot was written with the same
+/// key type and max parallelism and that the stream holds what its handle says. Returns
+/// `None` when the handle holds none of `range`'s key groups (nothing is read), else the
+/// reader and the key groups to read. Every backend's restore goes through this.
+pub fn open_for_restore(
+    handle: &crate::KeyedSnapshotHandle,
+    storage: &dyn crate::CheckpointStorage,
+    key_type: &str,
+    max_parallelism: u32,
+    range: KeyGroupRange,
+) -> Result<Option<(KeyedStreamReader, KeyGroupRange)>> {
+    let mine = handle.key_group_range.intersection(&range);
+    if mine.is_empty() {
+        return Ok(None);
+    }
+    let name = handle.stream.describe();
+    let reader = KeyedStreamReader::open(storage.open_input(&handle.stream)?, &name)?;
+    let header = reader.header();
+    if header.key_type != key_type {
+        return Err(StateError::IncompatibleType {
+            name: "<key>".into(),
+            role: "key",
+            existing: header.key_type.clone(),
+            requested: key_type.to_string(),
+        });
+    }
+    if header.max_parallelism != max_parallelism {
+        return Err(StateError::InvalidArgument(format!(
+            "`{name}` was written with max parallelism {}, but this backend has {max_parallelism}; \
+             the max parallelism of a job cannot change",
+            header.max_parallelism
+        )));
+    }
+    if header.key_group_range != handle.key_group_range {
+        return Err(corrupt(
+            &name,
+            "header",
+            format!(
+                "stream holds key groups {} but its handle says {}",
+                header.key_group_range, handle.key_group_range
+            ),
+        ));
+    }
+    Ok(Some((reader, mine)))
+}
+
 /// Reads a keyed snapshot stream: validates magic, version, header and index on open,
 /// then reads (and checksums) single key-group sections on demand.
 pub struct KeyedStreamReader {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use state_api::format::{KeyedStreamReader, KeyedStreamWriter, SectionBuilder, SnapshotHeader, decode_block};
+use state_api::format::{KeyedStreamWriter, SectionBuilder, SnapshotHeader, decode_block, open_for_restore};
 use state_api::state::type_name_of;
 use state_api::{
     AsyncSnapshot, BackendContext, CheckpointStorage, Clock, KeyGroupRange, KeyedBackendFactory, KeyedSnapshotHandle,
@@ -128,37 +128,13 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         let mut backend = Self::new(ctx)?;
         let range = backend.range;
         for handle in handles {
-            let mine = handle.key_group_range.intersection(&range);
-            if mine.is_empty() {
+            let Some((mut reader, mine)) =
+                open_for_restore(handle, storage, &backend.key_type, backend.max_parallelism, range)?
+            else {
                 continue;
-            }
-            let name: Arc<str> = Arc::from(handle.stream.describe());
-            let mut reader = KeyedStreamReader::open(storage.open_input(&handle.stream)?, &name)?;
+            };
+            let name: Arc<str> = Arc::from(reader.name());
             let header = reader.header().clone();
-            if header.key_type != backend.key_type {
-                return Err(StateError::IncompatibleType {
-                    name: "<key>".into(),
-                    role: "key",
-                    existing: header.key_type,
-                    requested: backend.key_type.clone(),
-                });
-            }
-            if header.max_parallelism != backend.max_parallelism {
-                return Err(StateError::InvalidArgument(format!(
-                    "`{name}` was written with max parallelism {}, but this backend has {}; the max parallelism of a job cannot change",
-                    header.max_parallelism, backend.max_parallelism
-                )));
-            }
-            if header.key_group_range != handle.key_group_range {
-                return Err(StateError::Corrupt {
-                    source_name: name.to_string(),
-                    section: "header".into(),
-                    detail: format!(
-                        "stream holds key groups {} but its handle says {}",
-                        header.key_group_range, handle.key_group_range
-                    ),
-                });
-            }
             for meta in &header.states {
                 match backend.restored.get(&meta.name) {
                     Some(existing) => existing.meta.check_compatible(meta)?,

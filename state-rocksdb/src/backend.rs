@@ -11,7 +11,7 @@ use rocksdb::checkpoint::Checkpoint;
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, MergeOperands, Options, WriteBatch, WriteOptions};
 use state_api::format::{
-    KeyedStreamReader, KeyedStreamWriter, RawEntry, SectionBuilder, SnapshotHeader, decode_block, deserialize,
+    KeyedStreamWriter, RawEntry, SectionBuilder, SnapshotHeader, decode_block, deserialize, open_for_restore,
     put_bytes, put_i64, put_varint,
 };
 use state_api::state::type_name_of;
@@ -532,37 +532,12 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     ) -> Result<Self> {
         let mut b = Self::new(ctx, config)?;
         for handle in handles {
-            let mine = handle.key_group_range.intersection(&b.range);
-            if mine.is_empty() {
+            let Some((mut reader, mine)) = open_for_restore(handle, storage, &b.key_type, b.max_parallelism, b.range)?
+            else {
                 continue;
-            }
-            let name = handle.stream.describe();
-            let mut reader = KeyedStreamReader::open(storage.open_input(&handle.stream)?, &name)?;
+            };
+            let name = reader.name().to_string();
             let header = reader.header().clone();
-            if header.key_type != b.key_type {
-                return Err(StateError::IncompatibleType {
-                    name: "<key>".into(),
-                    role: "key",
-                    existing: header.key_type,
-                    requested: b.key_type.clone(),
-                });
-            }
-            if header.max_parallelism != b.max_parallelism {
-                return Err(StateError::InvalidArgument(format!(
-                    "`{name}` was written with max parallelism {}, but this backend has {}",
-                    header.max_parallelism, b.max_parallelism
-                )));
-            }
-            if header.key_group_range != handle.key_group_range {
-                return Err(StateError::Corrupt {
-                    source_name: name.clone(),
-                    section: "header".into(),
-                    detail: format!(
-                        "stream holds key groups {} but its handle says {}",
-                        header.key_group_range, handle.key_group_range
-                    ),
-                });
-            }
             for meta in &header.states {
                 match b.restored.get(&meta.name) {
                     Some(existing) => existing.check_compatible(meta)?,
