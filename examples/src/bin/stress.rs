@@ -1,7 +1,7 @@
 //! `cargo xtask stress [GIB]`: long-running checks that do not belong in CI. Writes a
 //! list of more than 2^31 bytes (default 2.25 GiB) for one key into the RocksDB
 //! backend (RocksJava cannot: its limit is 2^31 bytes), reads it back and checks every
-//! element, then snapshots and restores it.
+//! element.
 
 use std::time::Instant;
 
