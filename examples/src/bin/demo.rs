@@ -194,6 +194,12 @@ fn run_job<B: KeyedStateBackend<Key = u64>>(
         i += 1;
         if i % WATERMARK_EVERY == 0 {
             job.on_watermark(&mut keyed, &mut ops, max_ts - lag, &mut results)?;
+            // Complete the in-flight checkpoint as soon as its asynchronous part is done.
+            if pending.as_ref().is_some_and(|(_, t)| t.is_finished())
+                && let Some(p) = pending.take()
+            {
+                complete(&fs, p, &mut stats)?;
+            }
         }
         if i % every == 0 {
             if let Some(p) = pending.take() {
