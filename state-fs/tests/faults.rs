@@ -7,29 +7,18 @@ mod common;
 use std::sync::Arc;
 
 use common::{faulty_local, tree};
-use state_api::{BackendContext, KeyedStateBackend, StateError, StreamHandle, ValueStateDescriptor};
+use state_api::{BackendContext, KeyedStateBackend, StateError, StreamHandle};
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 use state_heap::HeapKeyedStateBackend;
 
 fn backend(n: u64, base: u64) -> HeapKeyedStateBackend<u64> {
-    let mut b = HeapKeyedStateBackend::<u64>::new(&BackendContext::single(128)).unwrap();
-    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
-    for k in 0..n {
-        b.set_current_key(&k).unwrap();
-        b.value(&v).update(base + k).unwrap();
-    }
-    b
+    common::heap_backend(n, base)
 }
 
 fn assert_restores(storage: &FsCheckpointStorage, id: u64, base: u64) {
     let meta = storage.latest_checkpoint().unwrap().expect("a completed checkpoint");
     assert_eq!(meta.checkpoint_id, id);
-    let mut r = HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &meta.keyed, storage).unwrap();
-    let v = r.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
-    for k in (0..3000).step_by(97) {
-        r.set_current_key(&k).unwrap();
-        assert_eq!(r.value(&v).get().unwrap(), Some(base + k));
-    }
+    common::check_restore(storage, &meta, 3000, base, 97);
 }
 
 fn setup() -> (tempfile::TempDir, FsCheckpointStorage, Arc<common::Faults>) {

@@ -5,27 +5,16 @@
 mod common;
 
 use common::{LocalFs, tree};
-use state_api::{BackendContext, CheckpointStorage, KeyedStateBackend, StateError, StreamHandle, ValueStateDescriptor};
+use state_api::{BackendContext, CheckpointStorage, KeyedStateBackend, StateError, StreamHandle};
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SharedFile, SnapshotKind};
 use state_heap::HeapKeyedStateBackend;
 
 fn backend_with(n: u64, base: u64) -> HeapKeyedStateBackend<u64> {
-    let mut b = HeapKeyedStateBackend::<u64>::new(&BackendContext::single(128)).unwrap();
-    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
-    for k in 0..n {
-        b.set_current_key(&k).unwrap();
-        b.value(&v).update(base + k).unwrap();
-    }
-    b
+    common::heap_backend(n, base)
 }
 
 fn check(storage: &FsCheckpointStorage, meta: &CheckpointMetadata, n: u64, base: u64) {
-    let mut r = HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &meta.keyed, storage).unwrap();
-    let v = r.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
-    for k in 0..n {
-        r.set_current_key(&k).unwrap();
-        assert_eq!(r.value(&v).get().unwrap(), Some(base + k));
-    }
+    common::check_restore(storage, meta, n, base, 1);
 }
 
 fn checkpoint(storage: &FsCheckpointStorage, id: u64, b: &mut HeapKeyedStateBackend<u64>) -> CheckpointMetadata {

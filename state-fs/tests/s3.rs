@@ -2,15 +2,14 @@
 //! in-process on loopback: no mocks of opendal. Run with `--features s3`.
 #![cfg(feature = "s3")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use state_api::testkit::TestStorage;
-use state_api::{
-    BackendContext, CheckpointInput, CheckpointOutput, CheckpointStorage, KeyedStateBackend, Result, StreamHandle,
-    ValueStateDescriptor,
-};
+use state_api::{CheckpointInput, CheckpointOutput, CheckpointStorage, KeyedStateBackend, Result, StreamHandle};
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 use state_heap::HeapKeyedStateBackend;
 
@@ -78,22 +77,11 @@ fn unique_prefix() -> String {
 }
 
 fn backend(n: u64, base: u64) -> HeapKeyedStateBackend<u64> {
-    let mut b = HeapKeyedStateBackend::<u64>::new(&BackendContext::single(128)).unwrap();
-    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
-    for k in 0..n {
-        b.set_current_key(&k).unwrap();
-        b.value(&v).update(base + k).unwrap();
-    }
-    b
+    common::heap_backend(n, base)
 }
 
 fn check(storage: &FsCheckpointStorage, meta: &CheckpointMetadata, n: u64, base: u64) {
-    let mut r = HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &meta.keyed, storage).unwrap();
-    let v = r.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
-    for k in 0..n {
-        r.set_current_key(&k).unwrap();
-        assert_eq!(r.value(&v).get().unwrap(), Some(base + k));
-    }
+    common::check_restore(storage, meta, n, base, 1);
 }
 
 #[test]

@@ -6,8 +6,33 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use state_api::testkit::TestStorage;
-use state_api::{CheckpointInput, CheckpointOutput, CheckpointStorage, Result, StateError, StreamHandle};
-use state_fs::{FsCheckpointStorage, FsOptions, Location, ObjectStore, ObjectWriter};
+use state_api::{
+    BackendContext, CheckpointInput, CheckpointOutput, CheckpointStorage, KeyedStateBackend, Result, StateError,
+    StreamHandle, ValueStateDescriptor,
+};
+use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, Location, ObjectStore, ObjectWriter};
+use state_heap::HeapKeyedStateBackend;
+
+/// A heap backend whose value state `v` holds `base + k` for keys `0..n`.
+pub fn heap_backend(n: u64, base: u64) -> HeapKeyedStateBackend<u64> {
+    let mut b = HeapKeyedStateBackend::<u64>::new(&BackendContext::single(128)).unwrap();
+    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    for k in 0..n {
+        b.set_current_key(&k).unwrap();
+        b.value(&v).update(base + k).unwrap();
+    }
+    b
+}
+
+/// Restores `meta` from `storage` and checks what [`heap_backend`] wrote, every `step`-th key.
+pub fn check_restore(storage: &FsCheckpointStorage, meta: &CheckpointMetadata, n: u64, base: u64, step: usize) {
+    let mut r = HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &meta.keyed, storage).unwrap();
+    let v = r.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    for k in (0..n).step_by(step) {
+        r.set_current_key(&k).unwrap();
+        assert_eq!(r.value(&v).get().unwrap(), Some(base + k), "key {k}");
+    }
+}
 
 /// The FS storage on a temp dir, damageable through the local files (for the testkit).
 #[derive(Debug, Clone)]
