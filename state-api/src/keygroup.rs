@@ -98,6 +98,15 @@ impl KeyGroupRange {
         self.start..self.end_exclusive
     }
 
+    /// Index of `key_group` within the range, or [`StateError::KeyGroupOutOfRange`]: what
+    /// a backend checks when the current key is set.
+    pub fn owned_index(&self, key_group: u32) -> Result<usize> {
+        self.index_of(key_group).ok_or(StateError::KeyGroupOutOfRange {
+            key_group,
+            range: *self,
+        })
+    }
+
     /// Index of `key_group` within the range (`key_group - start`), if it is in the range.
     pub fn index_of(&self, key_group: u32) -> Option<usize> {
         self.contains(key_group).then(|| (key_group - self.start) as usize)

@@ -273,12 +273,7 @@ impl<K: StateKey> KeyedStateBackend for HeapKeyedStateBackend<K> {
 
     fn set_current_key(&mut self, key: &K) -> Result<()> {
         let key_group = state_api::keygroup::key_group_and_bytes(key, self.max_parallelism, &mut self.key_scratch)?;
-        let Some(kg_index) = self.range.index_of(key_group) else {
-            return Err(StateError::KeyGroupOutOfRange {
-                key_group,
-                range: self.range,
-            });
-        };
+        let kg_index = self.range.owned_index(key_group)?;
         self.current = Some(CurrentKey {
             key: key.clone(),
             key_group,

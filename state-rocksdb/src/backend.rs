@@ -215,25 +215,25 @@ impl Drop for DirGuard {
 /// # Ok::<(), state_api::StateError>(())
 /// ```
 pub struct RocksDbKeyedStateBackend<K: StateKey> {
-    db: DB,
+    pub(crate) db: DB,
     /// Options of column families created after open. rust-rocksdb's `create_cf` does not
     /// keep them alive, but RocksDB calls their merge operator and compaction filter for
     /// as long as the database is open: they must be dropped after `db` (declared after it).
     cf_options_alive: Vec<Options>,
     _dir: DirGuard,
-    dir: PathBuf,
-    config: RocksDbConfig,
-    range: KeyGroupRange,
-    max_parallelism: u32,
-    prefix_len: usize,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: RocksDbConfig,
+    pub(crate) range: KeyGroupRange,
+    pub(crate) max_parallelism: u32,
+    pub(crate) prefix_len: usize,
     clock: Arc<dyn Clock>,
-    key_type: String,
+    pub(crate) key_type: String,
     current: Option<Current<K>>,
     states: Vec<RState>,
     by_name: HashMap<String, StateId>,
     /// States restored from a snapshot and not registered yet (their column families exist).
     restored: BTreeMap<String, StateMeta>,
-    write_opts: WriteOptions,
+    pub(crate) write_opts: WriteOptions,
     keybuf: Vec<u8>,
     scratch: Vec<u8>,
     /// Data files of the last completed incremental checkpoint: reused, not uploaded again.
@@ -256,6 +256,12 @@ fn unknown(id: StateId) -> StateError {
     StateError::UnknownState {
         name: format!("#{}", id.0),
     }
+}
+
+/// Decodes a stored value-shaped entry (`[timestamp if TTL][postcard]`) of state `st`.
+fn decode_stored<V: StateValue>(bytes: &[u8], st: &RState, role: &'static str) -> Result<TtlValue<V>> {
+    let (ts, vb) = split_value(bytes, st.ttl.is_some(), &st.meta.name)?;
+    Ok(TtlValue::new(deserialize(vb, &st.meta.name, role)?, ts))
 }
 
 /// Builds `[key group][key][namespace]` into `buf`.
@@ -380,30 +386,6 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         let mut out: Vec<StateMeta> = self.states.iter().map(|s| s.meta.clone()).collect();
         out.extend(self.restored.values().cloned());
         out
-    }
-
-    pub(crate) fn parts(
-        &self,
-    ) -> (
-        &DB,
-        &Path,
-        &RocksDbConfig,
-        KeyGroupRange,
-        u32,
-        usize,
-        &str,
-        &WriteOptions,
-    ) {
-        (
-            &self.db,
-            &self.dir,
-            &self.config,
-            self.range,
-            self.max_parallelism,
-            self.prefix_len,
-            &self.key_type,
-            &self.write_opts,
-        )
     }
 
     pub(crate) fn ensure_restored_cf(&mut self, meta: &StateMeta) -> Result<()> {
@@ -539,13 +521,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             let name = reader.name().to_string();
             let header = reader.header().clone();
             for meta in &header.states {
-                match b.restored.get(&meta.name) {
-                    Some(existing) => existing.check_compatible(meta)?,
-                    None => {
-                        b.ensure_cf(meta, ttl_of(meta))?;
-                        b.restored.insert(meta.name.clone(), meta.clone());
-                    }
-                }
+                b.ensure_restored_cf(meta)?;
             }
             b.ensure_raw_cf()?;
             let raw_cf =
@@ -591,12 +567,7 @@ impl<K: StateKey> KeyedStateBackend for RocksDbKeyedStateBackend<K> {
 
     fn set_current_key(&mut self, key: &K) -> Result<()> {
         let key_group = state_api::keygroup::key_group_and_bytes(key, self.max_parallelism, &mut self.scratch)?;
-        if !self.range.contains(key_group) {
-            return Err(StateError::KeyGroupOutOfRange {
-                key_group,
-                range: self.range,
-            });
-        }
+        self.range.owned_index(key_group)?;
         // Reuse the previous key's buffer: no allocation per key switch.
         let mut prefix = self.current.take().map(|c| c.prefix).unwrap_or_default();
         prefix.clear();
@@ -658,14 +629,8 @@ impl<K: StateKey> KeyedStateBackend for RocksDbKeyedStateBackend<K> {
             .db
             .get_pinned_cf(cf, &self.keybuf)
             .map_err(|e| db_err("reading a value", e))?;
-        match got {
-            None => Ok(None),
-            Some(bytes) => {
-                let (ts, vb) = split_value(&bytes, st.ttl.is_some(), &st.meta.name)?;
-                let v: V = deserialize(vb, &st.meta.name, "value")?;
-                Ok(Some(f(&TtlValue::new(v, ts))))
-            }
-        }
+        got.map(|bytes| decode_stored::<V>(&bytes, st, "value").map(|tv| f(&tv)))
+            .transpose()
     }
 
     fn raw_value_write<V: StateValue, N: Namespace>(&mut self, id: StateId, ns: &N, value: TtlValue<V>) -> Result<()> {
@@ -759,14 +724,8 @@ impl<K: StateKey> KeyedStateBackend for RocksDbKeyedStateBackend<K> {
             .db
             .get_pinned_cf(cf, &self.keybuf)
             .map_err(|e| db_err("reading a map entry", e))?;
-        match got {
-            None => Ok(None),
-            Some(bytes) => {
-                let (ts, vb) = split_value(&bytes, st.ttl.is_some(), &st.meta.name)?;
-                let v: UV = deserialize(vb, &st.meta.name, "user value")?;
-                Ok(Some(f(&TtlValue::new(v, ts))))
-            }
-        }
+        got.map(|bytes| decode_stored::<UV>(&bytes, st, "user value").map(|tv| f(&tv)))
+            .transpose()
     }
 
     fn raw_map_write<UK: StateKey, UV: StateValue, N: Namespace>(

@@ -28,8 +28,8 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// descriptor files (MANIFEST, CURRENT, OPTIONS) as files of this checkpoint. Call
     /// [`Self::notify_checkpoint_complete`] or [`Self::notify_checkpoint_aborted`] after.
     pub fn snapshot_incremental(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<IncrementalKeyedHandle>> {
-        let (db, dir, _, range, max_parallelism, _, key_type, _) = self.parts();
-        let snap_dir = dir.join(format!(
+        let (db, range, max_parallelism) = (&self.db, self.range, self.max_parallelism);
+        let snap_dir = self.dir.join(format!(
             "incremental-{checkpoint_id}-{}",
             INSTANCE.fetch_add(1, Ordering::Relaxed)
         ));
@@ -42,7 +42,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             checkpoint_id,
             key_group_range: range,
             max_parallelism,
-            key_type: key_type.to_string(),
+            key_type: self.key_type.clone(),
             states: self.all_metas(),
             shared_files: Vec::new(),
             private_files: Vec::new(),
@@ -131,9 +131,9 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         }
         let mut b = Self::new(ctx, config)?;
         for (i, h) in relevant.iter().enumerate() {
-            let tmp = b.parts().1.join(format!("restore-{i}"));
+            let tmp = b.dir.join(format!("restore-{i}"));
             download(h, &tmp, storage)?;
-            let (_, _, config, _, _, prefix_len, _, _) = b.parts();
+            let (config, prefix_len) = (&b.config, b.prefix_len);
             let clock = Arc::clone(&ctx.clock);
             let cfs: Vec<ColumnFamilyDescriptor> = h
                 .states
@@ -160,7 +160,13 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
 
     /// Deletes every key outside this backend's key-group range from every column family.
     fn delete_outside_range(&mut self, held: KeyGroupRange) -> Result<()> {
-        let (db, _, _, range, max_parallelism, prefix_len, _, wo) = self.parts();
+        let (db, range, max_parallelism, prefix_len, wo) = (
+            &self.db,
+            self.range,
+            self.max_parallelism,
+            self.prefix_len,
+            &self.write_opts,
+        );
         if held == range {
             return Ok(());
         }
@@ -215,7 +221,7 @@ fn copy_key_groups<K: StateKey>(
     mine: KeyGroupRange,
     prefix_len: usize,
 ) -> Result<()> {
-    let (db, _, _, _, _, _, _, wo) = dst.parts();
+    let (db, wo) = (&dst.db, &dst.write_opts);
     let (Some(from), Some(to)) = (
         src.cf_handle(&column_family_name(state)),
         db.cf_handle(&column_family_name(state)),
