@@ -11,7 +11,9 @@ use state_api::{
     TtlValue, check_state_name,
 };
 
-use crate::table::{ErasedTable, KeyNs, KgMap, PinnedTable, Stored, Table};
+use state_memory::{HeapAccounting, MemoryError, SlotMemory};
+
+use crate::table::{ErasedTable, KeyNs, KgMap, PinnedTable, Stored, Table, key_ns_estimate, map_entry_estimate};
 
 struct CurrentKey<K> {
     key: K,
@@ -82,6 +84,25 @@ pub struct HeapKeyedStateBackend<K: StateKey> {
     by_name: HashMap<String, StateId>,
     restored: BTreeMap<String, RestoredState>,
     key_scratch: Vec<u8>,
+    /// The managed-memory budget, when the backend has one.
+    memory: Option<HeapAccounting>,
+}
+
+/// The error a state update gets when the budget cannot cover it.
+fn memory_error(e: MemoryError) -> StateError {
+    match e {
+        MemoryError::Exhausted {
+            requested,
+            available,
+            budget,
+            ..
+        } => StateError::MemoryExhausted {
+            requested,
+            available,
+            budget,
+        },
+        other => StateError::InvalidArgument(other.to_string()),
+    }
 }
 
 impl<K: StateKey> std::fmt::Debug for HeapKeyedStateBackend<K> {
@@ -115,7 +136,95 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             by_name: HashMap::new(),
             restored: BTreeMap::new(),
             key_scratch: Vec::new(),
+            memory: None,
         })
+    }
+
+    /// Bounds this backend's state by `slot`'s managed-memory budget (beyond Flink, whose
+    /// heap backend can only run out of memory): the estimated bytes of the state are
+    /// reserved from the slot, and an update that does not fit fails with
+    /// [`StateError::MemoryExhausted`], leaving what is stored unchanged. Restored state
+    /// already held is charged now.
+    ///
+    /// ```
+    /// use state_api::{BackendContext, KeyedStateBackend, StateError, ValueStateDescriptor};
+    /// use state_heap::HeapKeyedStateBackend;
+    /// use state_memory::SlotMemory;
+    ///
+    /// let slot = SlotMemory::standalone(64 << 10); // 64 KiB
+    /// let mut backend = HeapKeyedStateBackend::<u64>::new(&BackendContext::single(128))?.with_memory(&slot)?;
+    /// let blobs = backend.register(ValueStateDescriptor::<Vec<u8>>::new("blobs"))?;
+    /// backend.set_current_key(&1)?;
+    /// backend.value(&blobs).update(vec![0; 40 << 10])?;
+    /// backend.set_current_key(&2)?;
+    /// let err = backend.value(&blobs).update(vec![0; 40 << 10]).unwrap_err();
+    /// assert!(matches!(err, StateError::MemoryExhausted { .. }));
+    /// backend.set_current_key(&1)?;
+    /// assert_eq!(backend.value(&blobs).get()?.map(|b| b.len()), Some(40 << 10)); // nothing lost
+    /// # Ok::<(), StateError>(())
+    /// ```
+    pub fn with_memory(mut self, slot: &SlotMemory) -> Result<Self> {
+        let mut accounting = HeapAccounting::new(slot, "heap keyed state backend");
+        accounting.charge(self.estimated_bytes()).map_err(memory_error)?;
+        self.memory = Some(accounting);
+        Ok(self)
+    }
+
+    /// Estimated bytes of the state this backend holds (registered tables and restored
+    /// state not registered yet).
+    pub fn estimated_bytes(&self) -> u64 {
+        let tables: u64 = self.states.iter().map(|s| s.table.estimate_bytes()).sum();
+        let raw: u64 = self
+            .restored
+            .values()
+            .flat_map(|r| r.blocks.iter().flatten())
+            .map(|b| b.raw.len() as u64)
+            .sum();
+        tables + raw
+    }
+
+    /// Bytes charged to the memory budget (`None` without a budget).
+    pub fn memory_used(&self) -> Option<u64> {
+        self.memory.as_ref().map(HeapAccounting::used)
+    }
+
+    /// Charges `bytes` more to the budget, if there is one.
+    fn charge(&mut self, bytes: u64) -> Result<()> {
+        match &mut self.memory {
+            Some(m) if bytes > 0 => m.charge(bytes).map_err(memory_error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives `bytes` back to the budget, if there is one.
+    fn release(&mut self, bytes: u64) {
+        if let Some(m) = &mut self.memory {
+            m.release(bytes);
+        }
+    }
+
+    /// Charges the growth from `old` to `new` bytes before a write (the write is refused
+    /// if it does not fit); a shrink is given back.
+    fn account(&mut self, old: u64, new: u64) -> Result<()> {
+        if new >= old {
+            self.charge(new - old)
+        } else {
+            self.release(old - new);
+            Ok(())
+        }
+    }
+
+    /// Estimated bytes of the current (key, ns) entry of state `id` (0 when absent).
+    fn current_entry_estimate<N: Namespace>(&self, id: StateId, ns: &N) -> u64 {
+        match (&self.current, self.states.get(id.0 as usize)) {
+            (Some(cur), Some(state)) => state.table.entry_estimate(cur.kg_index, &cur.key, ns),
+            _ => 0,
+        }
+    }
+
+    /// Estimated bytes of a new (key, ns) entry's key part.
+    fn new_entry_estimate<N: Namespace>(&self, ns: &N) -> u64 {
+        self.current.as_ref().map_or(0, |c| key_ns_estimate(&c.key, ns))
     }
 
     /// A backend restored from snapshot handles (any backend's full snapshots in the
@@ -192,6 +301,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             return Ok(id);
         }
         let mut table = Table::<K, N, S>::new(self.range.len() as usize);
+        let mut raw_bytes = 0;
         if let Some(restored) = self.restored.get(&meta.name) {
             // Checked before anything is taken out, so a failed registration loses nothing.
             restored.meta.check_compatible(&meta)?;
@@ -200,10 +310,15 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
                     let kg = self.range.start() + i as u32;
                     let entries = decode_block(&b.raw, &restored.meta, b.count, &b.source, kg)?;
                     table.load(i, &entries, &restored.meta)?;
+                    raw_bytes += b.raw.len() as u64;
                 }
             }
-            self.restored.remove(&meta.name);
         }
+        if self.memory.is_some() {
+            // The decoded table replaces the raw blocks charged at restore.
+            self.account(raw_bytes, ErasedTable::<K>::estimate_bytes(&table))?;
+        }
+        self.restored.remove(&meta.name);
         let id = StateId(self.states.len() as u32);
         self.by_name.insert(meta.name.clone(), id);
         self.states.push(HeapState {
@@ -329,6 +444,12 @@ impl<K: StateKey> KeyedStateBackend for HeapKeyedStateBackend<K> {
     }
 
     fn raw_value_write<V: StateValue, N: Namespace>(&mut self, id: StateId, ns: &N, value: TtlValue<V>) -> Result<()> {
+        if self.memory.is_some() {
+            self.kg::<N, TtlValue<V>>(id)?;
+            let old = self.current_entry_estimate(id, ns);
+            let new = self.new_entry_estimate(ns) + value.estimate();
+            self.account(old, new)?;
+        }
         let (key, map) = self.kg_mut::<N, TtlValue<V>>(id)?;
         match map.get_mut(&KeyNs(key, ns)) {
             Some(slot) => *slot = value,
@@ -355,6 +476,14 @@ impl<K: StateKey> KeyedStateBackend for HeapKeyedStateBackend<K> {
         ns: &N,
         values: Vec<TtlValue<E>>,
     ) -> Result<()> {
+        if self.memory.is_some() {
+            self.kg::<N, Vec<TtlValue<E>>>(id)?;
+            let mut added: u64 = values.iter().map(Stored::estimate).sum();
+            if self.current_entry_estimate(id, ns) == 0 {
+                added += self.new_entry_estimate(ns) + std::mem::size_of::<Vec<TtlValue<E>>>() as u64;
+            }
+            self.charge(added)?;
+        }
         let (key, map) = self.kg_mut::<N, Vec<TtlValue<E>>>(id)?;
         match map.get_mut(&KeyNs(key, ns)) {
             Some(list) => list.extend(values),
@@ -373,6 +502,12 @@ impl<K: StateKey> KeyedStateBackend for HeapKeyedStateBackend<K> {
     ) -> Result<()> {
         if values.is_empty() {
             return self.raw_clear(id, ns);
+        }
+        if self.memory.is_some() {
+            self.kg::<N, Vec<TtlValue<E>>>(id)?;
+            let old = self.current_entry_estimate(id, ns);
+            let new = self.new_entry_estimate(ns) + values.estimate();
+            self.account(old, new)?;
         }
         let (key, map) = self.kg_mut::<N, Vec<TtlValue<E>>>(id)?;
         match map.get_mut(&KeyNs(key, ns)) {
@@ -402,6 +537,20 @@ impl<K: StateKey> KeyedStateBackend for HeapKeyedStateBackend<K> {
         user_key: UK,
         value: TtlValue<UV>,
     ) -> Result<()> {
+        if self.memory.is_some() {
+            let (old_entry, has_map) = {
+                let (key, map) = self.kg::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(id)?;
+                match map.get(&KeyNs(key, ns)) {
+                    Some(m) => (m.get(&user_key).map_or(0, |v| map_entry_estimate(&user_key, v)), true),
+                    None => (0, false),
+                }
+            };
+            let mut new = map_entry_estimate(&user_key, &value);
+            if !has_map {
+                new += self.new_entry_estimate(ns) + std::mem::size_of::<hashbrown::HashMap<UK, TtlValue<UV>>>() as u64;
+            }
+            self.account(old_entry, new)?;
+        }
         let (key, map) = self.kg_mut::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(id)?;
         match map.get_mut(&KeyNs(key, ns)) {
             Some(m) => {
@@ -429,17 +578,25 @@ impl<K: StateKey> KeyedStateBackend for HeapKeyedStateBackend<K> {
         if !present {
             return Ok(());
         }
+        let measure = self.memory.is_some();
         let (key, map) = self.kg_mut::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(id)?;
+        let mut freed = 0;
         let now_empty = match map.get_mut(&KeyNs(key, ns)) {
             Some(m) => {
-                m.remove(user_key);
+                if let Some(v) = m.remove(user_key).filter(|_| measure) {
+                    freed += map_entry_estimate(user_key, &v);
+                }
                 m.is_empty()
             }
             None => false,
         };
         if now_empty {
+            if measure {
+                freed += key_ns_estimate(key, ns) + std::mem::size_of::<hashbrown::HashMap<UK, TtlValue<UV>>>() as u64;
+            }
             map.remove(&KeyNs(key, ns));
         }
+        self.release(freed);
         Ok(())
     }
 
@@ -456,18 +613,26 @@ impl<K: StateKey> KeyedStateBackend for HeapKeyedStateBackend<K> {
     }
 
     fn raw_clear<N: Namespace>(&mut self, id: StateId, ns: &N) -> Result<()> {
+        let freed = if self.memory.is_some() {
+            self.current_entry_estimate(id, ns)
+        } else {
+            0
+        };
         let cur = self.current.as_ref().ok_or(StateError::NoCurrentKey)?;
         let state = self.states.get_mut(id.0 as usize).ok_or_else(|| unknown_id(id))?;
         // Checked first so that clearing nothing never copies a key group a snapshot holds.
         if state.table.contains(cur.kg_index, &cur.key, ns) {
             state.table.remove(cur.kg_index, &cur.key, ns);
         }
+        self.release(freed);
         Ok(())
     }
 
     fn ttl_cleanup_step(&mut self, id: StateId, entries: usize) -> Result<()> {
         let now = self.clock.now_millis();
         let n = self.range.len() as usize;
+        let measure = self.memory.is_some();
+        let mut freed = 0;
         let state = self.states.get_mut(id.0 as usize).ok_or_else(|| unknown_id(id))?;
         let Some(ttl) = state.ttl.clone() else {
             return Ok(());
@@ -482,9 +647,10 @@ impl<K: StateKey> KeyedStateBackend for HeapKeyedStateBackend<K> {
                 break;
             }
             state.cleanup.credit -= len;
-            state.table.cleanup_key_group(kg, &ttl, now);
+            freed += state.table.cleanup_key_group(kg, &ttl, now, measure);
             state.cleanup.kg_index = (kg + 1) % n.max(1);
         }
+        self.release(freed);
         Ok(())
     }
 

@@ -22,6 +22,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod estimate;
 mod keyed;
 mod memory_storage;
 mod table;

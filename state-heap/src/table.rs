@@ -14,6 +14,8 @@ use hashbrown::{Equivalent, HashMap};
 use state_api::format::{RawEntry, SectionBuilder, deserialize, put_i64, put_serialized, put_varint};
 use state_api::{Namespace, Result, StateKey, StateMeta, StateValue, TtlConfig, TtlValue};
 
+use crate::estimate::{MAP_ENTRY_OVERHEAD, TABLE_ENTRY_OVERHEAD, TIMESTAMP, estimate};
+
 /// One key group's map.
 pub(crate) type KgMap<K, N, S> = HashMap<(K, N), S>;
 
@@ -52,6 +54,8 @@ pub(crate) trait Stored: Clone + Send + Sync + 'static {
     fn retain_live(&mut self, ttl: &TtlConfig, now: i64) -> bool;
     /// Whether any element has expired.
     fn has_expired(&self, ttl: &TtlConfig, now: i64) -> bool;
+    /// Estimated bytes (see [`crate::estimate`]).
+    fn estimate(&self) -> u64;
 }
 
 fn wrong_shape(meta: &StateMeta) -> state_api::StateError {
@@ -96,6 +100,10 @@ impl<V: StateValue> Stored for TtlValue<V> {
     fn has_expired(&self, ttl: &TtlConfig, now: i64) -> bool {
         ttl.is_expired(self.timestamp, now)
     }
+
+    fn estimate(&self) -> u64 {
+        estimate(&self.value) + TIMESTAMP
+    }
 }
 
 impl<E: StateValue> Stored for Vec<TtlValue<E>> {
@@ -138,6 +146,10 @@ impl<E: StateValue> Stored for Vec<TtlValue<E>> {
 
     fn has_expired(&self, ttl: &TtlConfig, now: i64) -> bool {
         self.iter().any(|tv| ttl.is_expired(tv.timestamp, now))
+    }
+
+    fn estimate(&self) -> u64 {
+        std::mem::size_of::<Self>() as u64 + self.iter().map(Stored::estimate).sum::<u64>()
     }
 }
 
@@ -189,6 +201,20 @@ impl<UK: StateKey, UV: StateValue> Stored for HashMap<UK, TtlValue<UV>> {
     fn has_expired(&self, ttl: &TtlConfig, now: i64) -> bool {
         self.values().any(|tv| ttl.is_expired(tv.timestamp, now))
     }
+
+    fn estimate(&self) -> u64 {
+        std::mem::size_of::<Self>() as u64 + self.iter().map(|(k, v)| map_entry_estimate(k, v)).sum::<u64>()
+    }
+}
+
+/// Estimated bytes of one map-state entry.
+pub(crate) fn map_entry_estimate<UK: StateKey, UV: StateValue>(user_key: &UK, value: &TtlValue<UV>) -> u64 {
+    estimate(user_key) + value.estimate() + MAP_ENTRY_OVERHEAD
+}
+
+/// Estimated bytes of a (key, namespace) table entry without its stored value.
+pub(crate) fn key_ns_estimate<K: StateKey, N: Namespace>(key: &K, ns: &N) -> u64 {
+    estimate(key) + estimate(ns) + TABLE_ENTRY_OVERHEAD
 }
 
 /// A typed state table.
@@ -231,8 +257,13 @@ pub(crate) trait ErasedTable<K>: Send {
     fn keys_in(&self, ns: &dyn Any) -> Vec<K>;
     /// Entries in key group `kg_index`.
     fn key_group_len(&self, kg_index: usize) -> usize;
-    /// Removes expired entries of key group `kg_index`.
-    fn cleanup_key_group(&mut self, kg_index: usize, ttl: &TtlConfig, now: i64);
+    /// Removes expired entries of key group `kg_index`; with `measure`, returns the
+    /// estimated bytes freed (0 otherwise).
+    fn cleanup_key_group(&mut self, kg_index: usize, ttl: &TtlConfig, now: i64, measure: bool) -> u64;
+    /// Estimated bytes of every entry.
+    fn estimate_bytes(&self) -> u64;
+    /// Estimated bytes of (key, ns)'s entry in key group `kg_index` (0 when absent).
+    fn entry_estimate(&self, kg_index: usize, key: &K, ns: &dyn Any) -> u64;
     /// Number of (key, namespace) entries.
     fn len(&self) -> usize;
     /// Whether (key, ns) has an entry in key group `kg_index` (`ns` must be a `&N`).
@@ -268,12 +299,43 @@ impl<K: StateKey, N: Namespace, S: Stored> ErasedTable<K> for Table<K, N, S> {
         self.kgs.get(kg_index).map_or(0, |m| m.len())
     }
 
-    fn cleanup_key_group(&mut self, kg_index: usize, ttl: &TtlConfig, now: i64) {
-        if let Some(kg) = self.kgs.get_mut(kg_index) {
-            let expired_somewhere = kg.values().any(|s| s.has_expired(ttl, now));
-            if expired_somewhere {
-                Arc::make_mut(kg).retain(|_, s| s.retain_live(ttl, now));
+    fn cleanup_key_group(&mut self, kg_index: usize, ttl: &TtlConfig, now: i64, measure: bool) -> u64 {
+        let Some(kg) = self.kgs.get_mut(kg_index) else {
+            return 0;
+        };
+        if !kg.values().any(|s| s.has_expired(ttl, now)) {
+            return 0;
+        }
+        let mut freed = 0;
+        Arc::make_mut(kg).retain(|(k, n), s| {
+            let before = if measure { s.estimate() } else { 0 };
+            let keep = s.retain_live(ttl, now);
+            if measure {
+                freed += if keep {
+                    before.saturating_sub(s.estimate())
+                } else {
+                    before + key_ns_estimate(k, n)
+                };
             }
+            keep
+        });
+        freed
+    }
+
+    fn estimate_bytes(&self) -> u64 {
+        self.kgs
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|((k, n), s)| key_ns_estimate(k, n) + s.estimate())
+            .sum()
+    }
+
+    fn entry_estimate(&self, kg_index: usize, key: &K, ns: &dyn Any) -> u64 {
+        match (ns.downcast_ref::<N>(), self.kgs.get(kg_index)) {
+            (Some(ns), Some(map)) => map
+                .get(&KeyNs(key, ns))
+                .map_or(0, |s| key_ns_estimate(key, ns) + s.estimate()),
+            _ => 0,
         }
     }
 
