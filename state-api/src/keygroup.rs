@@ -274,6 +274,29 @@ pub fn default_max_parallelism(parallelism: u32) -> u32 {
     ) as u32
 }
 
+/// Bytes of the key-group prefix of a stored key for a max parallelism: 1 up to 128 key
+/// groups, else 2 (Flink's layout, frozen).
+pub fn key_group_prefix_len(max_parallelism: u32) -> usize {
+    if max_parallelism <= 128 { 1 } else { 2 }
+}
+
+/// Appends the big-endian key-group prefix of `prefix_len` bytes.
+pub fn put_key_group(buf: &mut Vec<u8>, key_group: u32, prefix_len: usize) {
+    if prefix_len == 1 {
+        buf.push(key_group as u8);
+    } else {
+        buf.extend_from_slice(&(key_group as u16).to_be_bytes());
+    }
+}
+
+/// Reads the key-group prefix of `prefix_len` bytes.
+pub fn read_key_group(key: &[u8], prefix_len: usize) -> Option<u32> {
+    match prefix_len {
+        1 => key.first().map(|b| u32::from(*b)),
+        _ => key.get(..2).map(|b| u32::from(u16::from_be_bytes([b[0], b[1]]))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Golden values computed by an independent Java program with Flink's own

@@ -13,6 +13,8 @@
 //! - Snapshots: [`AsyncSnapshot`] (the asynchronous part), [`CheckpointStorage`]
 //!   (where bytes go), [`KeyedSnapshotHandle`] / [`OperatorSnapshotHandle`] (what was
 //!   written), and the canonical savepoint [`format`](mod@format).
+//! - Timers: [`TimerService`] (what operators call) and [`TimerQueue`] (what timer
+//!   storages implement), implemented in `state-timers`.
 //! - [`testkit`] (feature `testkit`): the conformance suite every backend runs.
 //!
 //! Operator code is written once, generic over the backend:
@@ -56,6 +58,7 @@ pub mod keygroup;
 pub mod operator;
 pub mod snapshot;
 pub mod state;
+pub mod timer;
 pub mod ttl;
 pub mod views;
 
@@ -78,6 +81,7 @@ pub use snapshot::{
 pub use state::{
     Namespace, StateId, StateKey, StateKind, StateMeta, StateShape, StateValue, TtlMeta, TtlValue, VoidNamespace,
 };
+pub use timer::{PinnedTimers, Timer, TimerEntry, TimerQueue, TimerQueueInfo, TimerService};
 pub use ttl::{Clock, ManualClock, SystemClock, TtlConfig, TtlUpdateType, TtlVisibility};
 pub use views::{AggregatingView, ListView, MapIter, MapView, ReducingView, ValueView};
 

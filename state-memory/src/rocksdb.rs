@@ -119,9 +119,10 @@ impl SharedRocksDbMemory {
     }
 
     /// Installs the cache (index and filter blocks cached with high priority, top-level
-    /// index pinned) and the write-buffer manager on `opts`, keeping its other table
-    /// options. Apply it after any other change to the table factory.
+    /// index pinned), the write-buffer manager and the write-buffer size on `opts`,
+    /// keeping its other table options. Apply it after any other change to the table factory.
     pub fn apply(&self, opts: &mut Options) {
+        opts.set_write_buffer_size(usize::try_from(self.sizes.write_buffer_size).unwrap_or(usize::MAX));
         // SAFETY: `opts` is alive and exclusively borrowed for the call; the shim only
         // replaces two shared pointers in its `rocksdb::Options`.
         unsafe { state_shared_memory_apply(self.raw.as_ptr(), opts.as_raw_ptr()) }

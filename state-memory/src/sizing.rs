@@ -80,8 +80,8 @@ pub struct RocksDbMemoryConfig {
     pub write_buffer_ratio: f64,
     /// Share of the cache kept for index and filter blocks, in (0, 1).
     pub high_prio_pool_ratio: f64,
-    /// The write-buffer (memtable) size the column families use, checked against the
-    /// write-buffer manager's mutable limit.
+    /// The write-buffer (memtable) size of every column family (set on their options),
+    /// checked against the write-buffer manager's mutable limit.
     pub write_buffer_size: u64,
 }
 
@@ -107,7 +107,9 @@ pub struct RocksDbMemorySizes {
     pub write_buffer_manager_capacity: u64,
     /// Share of the cache for index and filter blocks.
     pub high_prio_pool_ratio: f64,
-    /// The arena block size RocksDB will use for the configured write-buffer size.
+    /// The write-buffer (memtable) size of every column family.
+    pub write_buffer_size: u64,
+    /// The arena block size RocksDB will use for that write-buffer size.
     pub arena_block_size: u64,
 }
 
@@ -194,6 +196,7 @@ impl RocksDbMemoryConfig {
             cache_capacity: cache_capacity(total, self.write_buffer_ratio),
             write_buffer_manager_capacity: wbm,
             high_prio_pool_ratio: self.high_prio_pool_ratio,
+            write_buffer_size: self.write_buffer_size,
             arena_block_size: arena,
         })
     }

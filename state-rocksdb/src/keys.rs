@@ -12,27 +12,7 @@
 use state_api::format::put_varint;
 use state_api::{Result, StateError};
 
-/// Bytes of the key-group prefix for a max parallelism.
-pub fn key_group_prefix_len(max_parallelism: u32) -> usize {
-    if max_parallelism <= 128 { 1 } else { 2 }
-}
-
-/// Appends the key-group prefix.
-pub fn put_key_group(buf: &mut Vec<u8>, key_group: u32, prefix_len: usize) {
-    if prefix_len == 1 {
-        buf.push(key_group as u8);
-    } else {
-        buf.extend_from_slice(&(key_group as u16).to_be_bytes());
-    }
-}
-
-/// Reads the key-group prefix.
-pub fn read_key_group(key: &[u8], prefix_len: usize) -> Option<u32> {
-    match prefix_len {
-        1 => key.first().map(|b| u32::from(*b)),
-        _ => key.get(..2).map(|b| u32::from(u16::from_be_bytes([b[0], b[1]]))),
-    }
-}
+pub use state_api::keygroup::{key_group_prefix_len, put_key_group, read_key_group};
 
 /// The smallest key greater than every key starting with `prefix` (for range deletes
 /// and iteration bounds); `None` when the prefix is all `0xff`.
@@ -108,17 +88,7 @@ pub fn list_elements<'a>(
     })
 }
 
-/// Reads a LEB128 varint: (value, bytes used).
-pub fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut v: u64 = 0;
-    for (i, b) in bytes.iter().enumerate().take(10) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
-}
+pub use state_api::format::read_varint;
 
 /// Length of the canonical encoding of one `T` at the start of `bytes`.
 pub fn encoded_len<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<usize> {

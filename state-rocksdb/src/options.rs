@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rocksdb::{BlockBasedOptions, DBCompactionStyle, Options};
+use state_memory::rocksdb::RocksDbMemory;
 
 /// Flink's `PredefinedOptions`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,6 +71,10 @@ pub struct RocksDbConfig {
     pub profile: PredefinedOptions,
     /// Adjusts DB and column family options after the profile.
     pub options_override: Option<OptionsOverride>,
+    /// Managed memory: the slot's shared block cache and write-buffer manager, installed
+    /// on every column family after the profile and the override (Flink's
+    /// `state.backend.rocksdb.memory.managed`). Default: unmanaged (RocksDB's defaults).
+    pub memory: RocksDbMemory,
 }
 
 impl std::fmt::Debug for RocksDbConfig {
@@ -78,6 +83,7 @@ impl std::fmt::Debug for RocksDbConfig {
             .field("local_dir", &self.local_dir)
             .field("profile", &self.profile)
             .field("options_override", &self.options_override.is_some())
+            .field("memory", &self.memory.shared().map(|m| m.sizes()))
             .finish()
     }
 }
@@ -88,6 +94,7 @@ impl Default for RocksDbConfig {
             local_dir: std::env::temp_dir().join("state-rocksdb"),
             profile: PredefinedOptions::Default,
             options_override: None,
+            memory: RocksDbMemory::unmanaged(),
         }
     }
 }
@@ -100,6 +107,26 @@ impl RocksDbConfig {
         if let Some(f) = &self.options_override {
             f(&mut opts);
         }
+        self.memory.apply(&mut opts);
         opts
+    }
+
+    /// The same configuration with managed memory: every instance given a clone of
+    /// `memory` (one per slot, from [`RocksDbMemory::for_slot`]) shares its block cache
+    /// and write-buffer manager.
+    ///
+    /// ```
+    /// use state_memory::{SlotMemory, rocksdb::RocksDbMemory, sizing::RocksDbMemoryConfig};
+    /// use state_rocksdb::RocksDbConfig;
+    ///
+    /// let slot = SlotMemory::standalone(64 << 20);
+    /// let memory = RocksDbMemory::for_slot(&slot, &RocksDbMemoryConfig::default())?;
+    /// let config = RocksDbConfig::default().with_memory(memory.clone());
+    /// assert!(memory.shared().unwrap().is_applied(&config.options()));
+    /// # Ok::<(), state_memory::MemoryError>(())
+    /// ```
+    pub fn with_memory(mut self, memory: RocksDbMemory) -> Self {
+        self.memory = memory;
+        self
     }
 }

@@ -17,6 +17,7 @@
 
 mod cases_ops;
 mod cases_snapshot;
+mod cases_timers;
 mod cases_ttl;
 mod model;
 mod storage;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cases_ops::*;
 pub use cases_snapshot::*;
+pub use cases_timers::*;
 pub use cases_ttl::*;
 pub use model::*;
 pub use storage::{MemFiles, TestStorage};

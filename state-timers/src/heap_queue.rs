@@ -1,0 +1,132 @@
+//! The heap timer queue: timers in memory, partitioned by key group, copy-on-write so
+//! that a snapshot pins them without copying.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use state_api::{KeyGroupRange, PinnedTimers, Result, TimerEntry, TimerQueue, TimerQueueInfo};
+
+/// Timers in memory (Flink's `HeapPriorityQueueSet` partitioned by key group): one
+/// ordered set per key group (so adding, removing and de-duplicating are O(log n)), and
+/// an ordered set of each key group's first timer, so the next timer overall is found
+/// in O(log key groups).
+///
+/// Snapshots are asynchronous: [`TimerQueue::pin`] clones one `Arc` per key group; the
+/// first change to a pinned key group afterwards copies that key group only.
+///
+/// ```
+/// use state_api::{KeyGroupRange, TimerEntry, TimerQueue, TimerQueueInfo};
+/// use state_timers::HeapTimerQueue;
+///
+/// let mut q = HeapTimerQueue::new(KeyGroupRange::all(128));
+/// let t = |ts, kg| TimerEntry { timestamp: ts, key_group: kg, key: vec![kg as u8], namespace: vec![] };
+/// assert!(q.add(&mut (), &t(20, 3))?);
+/// assert!(q.add(&mut (), &t(10, 7))?);
+/// assert!(!q.add(&mut (), &t(10, 7))?, "at most one timer per (key, namespace, timestamp)");
+/// assert_eq!(q.poll(&mut ())?.map(|e| e.timestamp), Some(10));
+/// assert_eq!(q.len(), 1);
+/// # Ok::<(), state_api::StateError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct HeapTimerQueue {
+    range: KeyGroupRange,
+    groups: Vec<Arc<BTreeSet<TimerEntry>>>,
+    heads: BTreeSet<TimerEntry>,
+    len: usize,
+}
+
+impl HeapTimerQueue {
+    /// An empty queue for the key groups of `range`.
+    pub fn new(range: KeyGroupRange) -> Self {
+        HeapTimerQueue {
+            range,
+            groups: (0..range.len()).map(|_| Arc::new(BTreeSet::new())).collect(),
+            heads: BTreeSet::new(),
+            len: 0,
+        }
+    }
+}
+
+impl TimerQueueInfo for HeapTimerQueue {
+    fn peek(&self) -> Option<&TimerEntry> {
+        self.heads.first()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+}
+
+impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
+    fn add(&mut self, _host: &mut H, timer: &TimerEntry) -> Result<bool> {
+        let i = self.range.owned_index(timer.key_group)?;
+        if self.groups[i].contains(timer) {
+            return Ok(false);
+        }
+        let group = Arc::make_mut(&mut self.groups[i]);
+        let old_head = group.first().cloned();
+        group.insert(timer.clone());
+        if old_head.as_ref().is_none_or(|h| timer < h) {
+            if let Some(h) = old_head {
+                self.heads.remove(&h);
+            }
+            self.heads.insert(timer.clone());
+        }
+        self.len += 1;
+        Ok(true)
+    }
+
+    fn remove(&mut self, _host: &mut H, timer: &TimerEntry) -> Result<bool> {
+        let Some(i) = self.range.index_of(timer.key_group) else {
+            return Ok(false);
+        };
+        if !self.groups[i].contains(timer) {
+            return Ok(false);
+        }
+        let group = Arc::make_mut(&mut self.groups[i]);
+        let was_head = group.first() == Some(timer);
+        group.remove(timer);
+        if was_head {
+            self.heads.remove(timer);
+            if let Some(next) = group.first() {
+                self.heads.insert(next.clone());
+            }
+        }
+        self.len -= 1;
+        Ok(true)
+    }
+
+    fn poll(&mut self, host: &mut H) -> Result<Option<TimerEntry>> {
+        let Some(head) = self.heads.first().cloned() else {
+            return Ok(None);
+        };
+        TimerQueue::<H>::remove(self, host, &head)?;
+        Ok(Some(head))
+    }
+
+    fn pin(&mut self, _host: &mut H) -> Result<Box<dyn PinnedTimers>> {
+        Ok(Box::new(PinnedHeap {
+            range: self.range,
+            groups: self.groups.clone(),
+        }))
+    }
+}
+
+struct PinnedHeap {
+    range: KeyGroupRange,
+    groups: Vec<Arc<BTreeSet<TimerEntry>>>,
+}
+
+impl PinnedTimers for PinnedHeap {
+    fn key_group(&self, key_group: u32) -> Result<Vec<TimerEntry>> {
+        Ok(self
+            .range
+            .index_of(key_group)
+            .map(|i| self.groups[i].iter().cloned().collect())
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,322 @@
+//! The timer service (Flink's `InternalTimerServiceImpl`).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use state_api::format::SnapshotHeader;
+use state_api::state::type_name_of;
+use state_api::{
+    AsyncSnapshot, CheckpointStorage, Clock, KeyGroupRange, KeyedSnapshotHandle, KeyedStateBackend, Namespace, Result,
+    StateError, StateKey, Timer, TimerEntry, TimerQueue, TimerQueueInfo, TimerService,
+};
+
+use crate::snapshot::{EVENT_TIME, PROCESSING_TIME, PinnedQueues, timer_meta};
+
+/// Event-time and processing-time timers of one operator, keyed by the backend's key and
+/// a namespace `N`, stored in queues `Q` (heap, LMDB or RocksDB storage).
+///
+/// - At most one timer per (key, namespace, timestamp) and time domain.
+/// - [`advance_watermark`](Self::advance_watermark) fires every event-time timer with
+///   timestamp ≤ the watermark in firing order: timestamp, then key group, then
+///   serialized key, then serialized namespace. Before each callback the timer's key is
+///   set as the backend's current key; timers the callback registers that are already
+///   due fire in the same advance.
+/// - Processing time comes from an injectable [`Clock`]; [`advance_processing_time`]
+///   fires what is due, and [`next_processing_time`] says when to wake up next.
+/// - [`snapshot`](Self::snapshot) pins the queues in its synchronous part (heap queues:
+///   an `Arc` per key group; LMDB: a read transaction) and writes the canonical format in
+///   the asynchronous part while timers keep being registered and fired.
+///
+/// [`advance_processing_time`]: Self::advance_processing_time
+/// [`next_processing_time`]: Self::next_processing_time
+///
+/// ```
+/// use std::sync::Arc;
+/// use state_api::{BackendContext, KeyedStateBackend, ManualClock, TimerService, ValueStateDescriptor};
+/// use state_heap::HeapKeyedStateBackend;
+/// use state_timers::{HeapTimerQueue, InternalTimerService};
+///
+/// let ctx = BackendContext::single(128);
+/// let mut backend = HeapKeyedStateBackend::<String>::new(&ctx)?;
+/// let sums = backend.register(ValueStateDescriptor::<u64>::new("sum"))?;
+/// let mut timers = InternalTimerService::<String, i64, _>::new(
+///     HeapTimerQueue::new(ctx.key_group_range),
+///     HeapTimerQueue::new(ctx.key_group_range),
+///     Arc::new(ManualClock::new(0)),
+///     128,
+/// )?;
+/// backend.set_current_key(&"alice".to_string())?;
+/// backend.value(&sums).update(5)?;
+/// timers.register_event_time_timer(&mut backend, &10, 10)?; // namespace: the window end
+///
+/// let mut closed = Vec::new();
+/// timers.advance_watermark(&mut backend, 10, |backend, _timers, timer| {
+///     // The timer's key is the current key.
+///     closed.push((timer.key.clone(), backend.value(&sums).get()?));
+///     backend.value(&sums).clear()
+/// })?;
+/// assert_eq!(closed, vec![("alice".to_string(), Some(5))]);
+/// # Ok::<(), state_api::StateError>(())
+/// ```
+pub struct InternalTimerService<K, N, Q> {
+    event: Q,
+    processing: Q,
+    watermark: i64,
+    clock: Arc<dyn Clock>,
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    key_type: String,
+    namespace_type: String,
+    _types: PhantomData<fn() -> (K, N)>,
+}
+
+impl<K, N, Q> std::fmt::Debug for InternalTimerService<K, N, Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalTimerService")
+            .field("range", &self.range)
+            .field("watermark", &self.watermark)
+            .finish()
+    }
+}
+
+fn serialization(role: &'static str, e: postcard::Error) -> StateError {
+    StateError::Serialization {
+        name: "timers".into(),
+        role,
+        detail: e.to_string(),
+    }
+}
+
+impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {
+    /// A service over two empty queues (event time, processing time) of the same key
+    /// groups, reading processing time from `clock`.
+    pub fn new(event: Q, processing: Q, clock: Arc<dyn Clock>, max_parallelism: u32) -> Result<Self>
+    where
+        Q: TimerQueueInfo,
+    {
+        let range = event.key_group_range();
+        if processing.key_group_range() != range {
+            return Err(StateError::InvalidArgument(format!(
+                "event-time queue holds key groups {range}, processing-time queue {}",
+                processing.key_group_range()
+            )));
+        }
+        Ok(InternalTimerService {
+            event,
+            processing,
+            watermark: i64::MIN,
+            clock,
+            max_parallelism,
+            range,
+            key_type: type_name_of::<K>(),
+            namespace_type: type_name_of::<N>(),
+            _types: PhantomData,
+        })
+    }
+
+    /// The key groups the service holds timers of.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// The event-time queue.
+    pub fn event_queue(&self) -> &Q {
+        &self.event
+    }
+
+    /// The processing-time queue.
+    pub fn processing_queue(&self) -> &Q {
+        &self.processing
+    }
+
+    fn entry<B: KeyedStateBackend<Key = K>>(&self, backend: &B, namespace: &N, timestamp: i64) -> Result<TimerEntry> {
+        let key = backend.current_key().ok_or(StateError::NoCurrentKey)?;
+        let key_group = backend.current_key_group().ok_or(StateError::NoCurrentKey)?;
+        Ok(TimerEntry {
+            timestamp,
+            key_group,
+            key: postcard::to_allocvec(key).map_err(|e| serialization("key", e))?,
+            namespace: postcard::to_allocvec(namespace).map_err(|e| serialization("namespace", e))?,
+        })
+    }
+
+    fn decode(entry: &TimerEntry) -> Result<Timer<K, N>> {
+        Ok(Timer {
+            timestamp: entry.timestamp,
+            key: postcard::from_bytes(&entry.key).map_err(|e| serialization("key", e))?,
+            namespace: postcard::from_bytes(&entry.namespace).map_err(|e| serialization("namespace", e))?,
+        })
+    }
+
+    /// The timestamp of the next event-time timer.
+    pub fn next_event_time(&self) -> Option<i64>
+    where
+        Q: TimerQueueInfo,
+    {
+        self.event.peek().map(|t| t.timestamp)
+    }
+
+    /// The timestamp of the next processing-time timer: when an engine should wake up
+    /// and call [`Self::advance_processing_time`].
+    pub fn next_processing_time(&self) -> Option<i64>
+    where
+        Q: TimerQueueInfo,
+    {
+        self.processing.peek().map(|t| t.timestamp)
+    }
+
+    /// Timers queued: (event time, processing time).
+    pub fn len(&self) -> (usize, usize)
+    where
+        Q: TimerQueueInfo,
+    {
+        (self.event.len(), self.processing.len())
+    }
+
+    /// Fires every timer (processing or event time) due at `until`, in order; see the type's docs.
+    fn fire<B, F>(&mut self, backend: &mut B, processing: bool, until: i64, mut on_timer: F) -> Result<usize>
+    where
+        B: KeyedStateBackend<Key = K>,
+        Q: TimerQueue<B>,
+        F: FnMut(&mut B, &mut Self, Timer<K, N>) -> Result<()>,
+    {
+        let mut fired = 0;
+        loop {
+            let queue = if processing {
+                &mut self.processing
+            } else {
+                &mut self.event
+            };
+            if queue.peek().is_none_or(|t| t.timestamp > until) {
+                return Ok(fired);
+            }
+            let Some(entry) = queue.poll(backend)? else {
+                return Ok(fired);
+            };
+            let timer = Self::decode(&entry)?;
+            backend.set_current_key(&timer.key)?;
+            on_timer(backend, self, timer)?;
+            fired += 1;
+        }
+    }
+
+    /// Advances event time to `watermark` (never backwards) and fires every event-time
+    /// timer with timestamp ≤ it. Returns how many fired. A timer is removed before its
+    /// callback runs; if the callback fails, the error is returned and the remaining
+    /// timers stay queued.
+    pub fn advance_watermark<B>(
+        &mut self,
+        backend: &mut B,
+        watermark: i64,
+        on_timer: impl FnMut(&mut B, &mut Self, Timer<K, N>) -> Result<()>,
+    ) -> Result<usize>
+    where
+        B: KeyedStateBackend<Key = K>,
+        Q: TimerQueue<B>,
+    {
+        self.watermark = self.watermark.max(watermark);
+        let until = self.watermark;
+        self.fire(backend, false, until, on_timer)
+    }
+
+    /// Fires every processing-time timer due at the clock's current time.
+    pub fn advance_processing_time<B>(
+        &mut self,
+        backend: &mut B,
+        on_timer: impl FnMut(&mut B, &mut Self, Timer<K, N>) -> Result<()>,
+    ) -> Result<usize>
+    where
+        B: KeyedStateBackend<Key = K>,
+        Q: TimerQueue<B>,
+    {
+        let now = self.clock.now_millis();
+        self.fire(backend, true, now, on_timer)
+    }
+
+    /// The synchronous part of a snapshot of both queues: pins them (cheap for heap and
+    /// LMDB queues). The returned [`AsyncSnapshot`] writes them in the canonical format
+    /// on any thread while timers keep being registered and fired.
+    pub fn snapshot<B: ?Sized>(
+        &mut self,
+        backend: &mut B,
+        checkpoint_id: u64,
+    ) -> Result<AsyncSnapshot<KeyedSnapshotHandle>>
+    where
+        Q: TimerQueue<B>,
+    {
+        let queues = vec![self.event.pin(backend)?, self.processing.pin(backend)?];
+        let header = SnapshotHeader {
+            key_type: self.key_type.clone(),
+            max_parallelism: self.max_parallelism,
+            key_group_range: self.range,
+            checkpoint_id,
+            states: vec![
+                timer_meta(EVENT_TIME, &self.namespace_type),
+                timer_meta(PROCESSING_TIME, &self.namespace_type),
+            ],
+        };
+        let pinned = PinnedQueues { header, queues };
+        Ok(AsyncSnapshot::new(checkpoint_id, move |storage| {
+            crate::snapshot::write(pinned, storage)
+        }))
+    }
+
+    /// Adds the timers of snapshot `handles` (any number of old subtasks, any storage
+    /// they were taken from) in this service's key groups; only those key groups are
+    /// read. Returns how many timers were restored.
+    pub fn restore<B: ?Sized>(
+        &mut self,
+        backend: &mut B,
+        handles: &[KeyedSnapshotHandle],
+        storage: &dyn CheckpointStorage,
+    ) -> Result<usize>
+    where
+        Q: TimerQueue<B>,
+    {
+        crate::snapshot::restore(
+            handles,
+            storage,
+            &self.key_type,
+            &self.namespace_type,
+            self.max_parallelism,
+            self.range,
+            backend,
+            [&mut self.event, &mut self.processing],
+        )
+    }
+}
+
+impl<B, N, Q> TimerService<B, N> for InternalTimerService<B::Key, N, Q>
+where
+    B: KeyedStateBackend,
+    N: Namespace,
+    Q: TimerQueue<B>,
+{
+    fn register_event_time_timer(&mut self, backend: &mut B, namespace: &N, timestamp: i64) -> Result<()> {
+        let entry = self.entry(backend, namespace, timestamp)?;
+        self.event.add(backend, &entry).map(|_| ())
+    }
+
+    fn delete_event_time_timer(&mut self, backend: &mut B, namespace: &N, timestamp: i64) -> Result<()> {
+        let entry = self.entry(backend, namespace, timestamp)?;
+        self.event.remove(backend, &entry).map(|_| ())
+    }
+
+    fn register_processing_time_timer(&mut self, backend: &mut B, namespace: &N, timestamp: i64) -> Result<()> {
+        let entry = self.entry(backend, namespace, timestamp)?;
+        self.processing.add(backend, &entry).map(|_| ())
+    }
+
+    fn delete_processing_time_timer(&mut self, backend: &mut B, namespace: &N, timestamp: i64) -> Result<()> {
+        let entry = self.entry(backend, namespace, timestamp)?;
+        self.processing.remove(backend, &entry).map(|_| ())
+    }
+
+    fn current_watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    fn current_processing_time(&self) -> i64 {
+        self.clock.now_millis()
+    }
+}

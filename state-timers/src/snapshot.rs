@@ -1,0 +1,140 @@
+//! Timer snapshots in the canonical format: one stream per subtask holding both queues
+//! as two pseudo-states (`_timers/event_time`, `_timers/processing_time`) whose entries
+//! are `(key, namespace, timestamp)`, partitioned by key group with an offset index and a
+//! CRC32C per section, so a restore reads only the key groups it owns, from any number of
+//! old subtasks, into any timer storage.
+
+use state_api::format::{KeyedStreamWriter, RawEntry, SectionBuilder, SnapshotHeader, open_for_restore, put_bytes};
+use state_api::{
+    CheckpointStorage, KeyGroupRange, KeyedSnapshotHandle, PinnedTimers, Result, StateError, StateKind, StateMeta,
+    TimerEntry, TimerQueue,
+};
+
+/// Name of the event-time queue's pseudo-state.
+pub const EVENT_TIME: &str = "_timers/event_time";
+/// Name of the processing-time queue's pseudo-state.
+pub const PROCESSING_TIME: &str = "_timers/processing_time";
+const TIMESTAMP_TYPE: &str = "timer timestamp (i64, big-endian)";
+
+/// The pseudo-state metadata of a timer queue.
+pub(crate) fn timer_meta(name: &str, namespace_type: &str) -> StateMeta {
+    StateMeta {
+        name: name.to_string(),
+        kind: StateKind::Value,
+        namespace_type: namespace_type.to_string(),
+        user_key_type: None,
+        value_type: TIMESTAMP_TYPE.to_string(),
+        ttl: None,
+    }
+}
+
+/// What the synchronous part pinned.
+pub(crate) struct PinnedQueues {
+    pub header: SnapshotHeader,
+    pub queues: Vec<Box<dyn PinnedTimers>>,
+}
+
+/// The asynchronous part: writes every key group of the pinned queues.
+pub(crate) fn write(pinned: PinnedQueues, storage: &dyn CheckpointStorage) -> Result<KeyedSnapshotHandle> {
+    let PinnedQueues { header, queues } = pinned;
+    let checkpoint_id = header.checkpoint_id;
+    let range = header.key_group_range;
+    let mut out = storage.create_output(checkpoint_id, "timers")?;
+    let offsets = {
+        let mut writer = KeyedStreamWriter::new(&mut *out, &header)?;
+        let mut section = SectionBuilder::default();
+        for kg in range.iter() {
+            for (si, queue) in queues.iter().enumerate() {
+                for timer in queue.key_group(kg)? {
+                    let block = section.block();
+                    put_bytes(block, &timer.key);
+                    put_bytes(block, &timer.namespace);
+                    put_bytes(block, &timer.timestamp.to_be_bytes());
+                    section.entry_done();
+                }
+                section.finish_block(si as u32);
+            }
+            writer.write_section(&section.take_section())?;
+        }
+        writer.finish()?
+    };
+    let stream = out.finish()?;
+    Ok(KeyedSnapshotHandle {
+        checkpoint_id,
+        key_group_range: range,
+        key_group_offsets: offsets,
+        stream,
+    })
+}
+
+/// Adds the timers of `handles` in the key groups of `range` to the queues (event time
+/// first, processing time second). Types are checked against `key_type` and
+/// `namespace_type`; a stream that is not a timer snapshot is refused.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn restore<H: ?Sized, Q: TimerQueue<H>>(
+    handles: &[KeyedSnapshotHandle],
+    storage: &dyn CheckpointStorage,
+    key_type: &str,
+    namespace_type: &str,
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    host: &mut H,
+    queues: [&mut Q; 2],
+) -> Result<usize> {
+    let [event, processing] = queues;
+    let mut restored = 0;
+    for handle in handles {
+        let Some((mut reader, mine)) = open_for_restore(handle, storage, key_type, max_parallelism, range)? else {
+            continue;
+        };
+        let name = reader.name().to_string();
+        let states = reader.header().states.clone();
+        for expected in [EVENT_TIME, PROCESSING_TIME] {
+            match states.iter().find(|m| m.name == expected) {
+                Some(meta) => meta.check_compatible(&timer_meta(expected, namespace_type))?,
+                None => {
+                    return Err(StateError::Corrupt {
+                        source_name: name.clone(),
+                        section: "header".into(),
+                        detail: format!("not a timer snapshot: no `{expected}` state"),
+                    });
+                }
+            }
+        }
+        for kg in mine.iter() {
+            let section = reader.read_section(kg)?;
+            for block in section.blocks()? {
+                let queue: &mut Q = if block.meta.name == EVENT_TIME {
+                    event
+                } else if block.meta.name == PROCESSING_TIME {
+                    processing
+                } else {
+                    continue;
+                };
+                for entry in &block.entries {
+                    let RawEntry::Value {
+                        key, namespace, value, ..
+                    } = entry
+                    else {
+                        continue;
+                    };
+                    let ts: [u8; 8] = (*value).try_into().map_err(|_| StateError::Corrupt {
+                        source_name: name.clone(),
+                        section: format!("key group {kg}"),
+                        detail: format!("timer timestamp of {} bytes", value.len()),
+                    })?;
+                    let timer = TimerEntry {
+                        timestamp: i64::from_be_bytes(ts),
+                        key_group: kg,
+                        key: key.to_vec(),
+                        namespace: namespace.to_vec(),
+                    };
+                    if queue.add(host, &timer)? {
+                        restored += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(restored)
+}
