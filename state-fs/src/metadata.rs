@@ -40,6 +40,8 @@ pub struct CheckpointMetadata {
     pub incremental: Vec<IncrementalKeyedHandle>,
     /// Operator state of every subtask.
     pub operator: Vec<OperatorSnapshotHandle>,
+    /// Timers of every subtask (canonical format, written by `state-timers`).
+    pub timers: Vec<KeyedSnapshotHandle>,
     /// Shared files this checkpoint references.
     pub shared: Vec<SharedFile>,
     /// Engine data (source positions, timers, ...), by name.
@@ -60,17 +62,20 @@ impl CheckpointMetadata {
             keyed: Vec::new(),
             incremental: Vec::new(),
             operator: Vec::new(),
+            timers: Vec::new(),
             shared: Vec::new(),
             extra: BTreeMap::new(),
         }
     }
 
-    /// Every exclusive stream handle (keyed, operator, private files of incremental snapshots).
+    /// Every exclusive stream handle (keyed, operator, timers, private files of
+    /// incremental snapshots).
     pub fn streams(&self) -> impl Iterator<Item = &StreamHandle> {
         self.keyed
             .iter()
             .map(|h| &h.stream)
             .chain(self.operator.iter().map(|h| &h.stream))
+            .chain(self.timers.iter().map(|h| &h.stream))
             .chain(
                 self.incremental
                     .iter()

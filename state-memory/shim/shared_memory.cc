@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "rocksdb/advanced_cache.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"

@@ -351,8 +351,12 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 )
             })
             .collect();
-        if DB::list_cf(&Options::default(), &db_path).is_ok_and(|names| names.iter().any(|n| n == RAW_CF)) {
-            cfs.push(ColumnFamilyDescriptor::new(RAW_CF, config.options()));
+        // Column families that are not states: restored raw blocks, and timers (a
+        // restored incremental snapshot carries them; a timer queue empties its own).
+        for name in DB::list_cf(&Options::default(), &db_path).unwrap_or_default() {
+            if name == RAW_CF || name.starts_with(crate::timers::TIMER_CF_PREFIX) {
+                cfs.push(ColumnFamilyDescriptor::new(name, config.options()));
+            }
         }
         let db = DB::open_cf_descriptors(&db_opts, &db_path, cfs)
             .map_err(|e| db_err(format!("opening RocksDB at `{}`", db_path.display()), e))?;

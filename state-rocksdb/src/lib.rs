@@ -7,15 +7,21 @@
 //! Flink's predefined option profiles, and full snapshots in the canonical format
 //! taken from a RocksDB checkpoint so the task keeps writing during the asynchronous
 //! part. Savepoints move between this backend and the heap backend at any parallelism.
+//! Timers live in a column family per queue (or on the heap, by configuration), and the
+//! slot's managed memory bounds RocksDB through one shared cache and write-buffer manager.
 #![deny(missing_docs)]
 
 mod backend;
 mod incremental;
 pub mod keys;
 mod options;
+mod timers;
 
 pub use backend::{RocksDbBackendFactory, RocksDbKeyedStateBackend, column_family_name};
 pub use options::{OptionsOverride, PredefinedOptions, RocksDbConfig};
+pub use timers::{
+    RocksDbBackendTimerQueue, RocksDbTimerQueue, RocksDbTimerStorage, RocksDbTimerStore, TIMER_CF_PREFIX,
+};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

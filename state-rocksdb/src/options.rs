@@ -75,6 +75,9 @@ pub struct RocksDbConfig {
     /// on every column family after the profile and the override (Flink's
     /// `state.backend.rocksdb.memory.managed`). Default: unmanaged (RocksDB's defaults).
     pub memory: RocksDbMemory,
+    /// Where timer queues created by the backend live (Flink's
+    /// `state.backend.rocksdb.timer-service.factory`). Default: RocksDB.
+    pub timer_storage: crate::RocksDbTimerStorage,
 }
 
 impl std::fmt::Debug for RocksDbConfig {
@@ -84,6 +87,7 @@ impl std::fmt::Debug for RocksDbConfig {
             .field("profile", &self.profile)
             .field("options_override", &self.options_override.is_some())
             .field("memory", &self.memory.shared().map(|m| m.sizes()))
+            .field("timer_storage", &self.timer_storage)
             .finish()
     }
 }
@@ -95,6 +99,7 @@ impl Default for RocksDbConfig {
             profile: PredefinedOptions::Default,
             options_override: None,
             memory: RocksDbMemory::unmanaged(),
+            timer_storage: crate::RocksDbTimerStorage::RocksDb,
         }
     }
 }

@@ -12,6 +12,10 @@ use state_api::{
 use state_fs::{FsCheckpointStorage, FsOptions};
 use state_heap::HeapKeyedStateBackend;
 
+#[cfg(feature = "rocksdb")]
+mod memory;
+mod timers;
+
 struct Row {
     name: String,
     ours: f64,
@@ -45,6 +49,9 @@ fn main() -> Result<()> {
     #[cfg(feature = "rocksdb")]
     rocksdb_checkpoints(n, &mut rows)?;
     full_snapshot(n, &mut rows)?;
+    timers::timer_rows(n, keys, &mut rows)?;
+    #[cfg(feature = "rocksdb")]
+    memory::rocksdb_memory_rows(quick, &mut rows)?;
     report(&rows, quick, n);
     Ok(())
 }
