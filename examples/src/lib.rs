@@ -2,6 +2,8 @@
 //! against `state-api`, run on whichever backend the features compile in.
 #![allow(missing_docs)]
 
+pub mod nexmark;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,167 @@
+//! Kill-and-resume, per backend: the Nexmark job is run once without failure, then
+//! again in a fresh directory where it is killed with SIGKILL at random moments (several
+//! times) and restarted until it completes. The committed results must equal the
+//! failure-free run's, which must equal the reference implementation's.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use state_api::testkit::SplitMix64;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nexmark");
+
+fn job(dir: &Path, query: &str, backend: &str, events: u64, every: u64, out: &Path, verify: bool) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["--query", query, "--backend", backend, "--quiet"])
+        .args([
+            "--events",
+            &events.to_string(),
+            "--checkpoint-every",
+            &every.to_string(),
+        ])
+        .arg("--checkpoint-dir")
+        .arg(dir)
+        .arg("--output")
+        .arg(out)
+        .env("TMPDIR", dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if verify {
+        c.arg("--verify");
+    }
+    c
+}
+
+fn read_sorted(path: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+fn kill_and_resume(query: &str, backend: &str, events: u64, every: u64, seed: u64) {
+    let base = tempfile::tempdir().unwrap();
+    // Failure-free run, checked against the reference.
+    let clean_dir = base.path().join("clean");
+    let clean_out = base.path().join("clean.txt");
+    let t = Instant::now();
+    let run = job(&clean_dir, query, backend, events, every, &clean_out, true)
+        .output()
+        .unwrap();
+    let clean_time = t.elapsed();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success() && stdout.contains("results match the reference"),
+        "{backend} {query}: failure-free run failed: {stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let expected = read_sorted(&clean_out);
+    assert!(!expected.is_empty());
+
+    // Killed at random moments, restarted until done.
+    let dir = base.path().join("killed");
+    let out = base.path().join("killed.txt");
+    let mut rng = SplitMix64(seed);
+    let (mut kills, mut resumes, mut attempts) = (0, 0, 0);
+    loop {
+        attempts += 1;
+        assert!(attempts < 30, "{backend} {query}: never completed");
+        let mut child = job(&dir, query, backend, events, every, &out, false).spawn().unwrap();
+        if kills < 3 {
+            let window = clean_time.as_millis() as u64;
+            let delay = Duration::from_millis(window / 10 + rng.below(window * 8 / 10 + 1));
+            let deadline = Instant::now() + delay;
+            while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                continue;
+            }
+        }
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "{backend} {query}: run failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if stdout.contains("resumed from checkpoint") {
+            resumes += 1;
+        }
+        break;
+    }
+    assert!(kills >= 1, "{backend} {query}: the job was never killed mid-run");
+    eprintln!(
+        "{backend} {query}: killed {kills} times, final run resumed: {}",
+        resumes > 0
+    );
+    assert_eq!(
+        read_sorted(&out),
+        expected,
+        "{backend} {query}: results after kills differ"
+    );
+}
+
+#[test]
+fn heap_fs_q5() {
+    kill_and_resume("q5", "heap-fs", 600_000, 20_000, 1);
+}
+
+#[test]
+fn heap_memory_q8() {
+    kill_and_resume("q8", "heap-memory", 600_000, 20_000, 2);
+}
+
+#[test]
+fn heap_lmdb_q11() {
+    kill_and_resume("q11", "heap-lmdb", 200_000, 10_000, 3);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_full_q3() {
+    kill_and_resume("q3", "rocksdb-full", 200_000, 20_000, 4);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_incremental_q5() {
+    kill_and_resume("q5", "rocksdb-incremental", 150_000, 10_000, 5);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_heap_timers_q11() {
+    kill_and_resume("q11", "rocksdb-heap-timers", 150_000, 10_000, 6);
+}
+
+/// Every query on every backend matches the reference on a small stream.
+#[test]
+fn every_query_on_every_backend_matches_the_reference() {
+    let base = tempfile::tempdir().unwrap();
+    let mut backends = vec!["heap-memory", "heap-fs", "heap-lmdb"];
+    if cfg!(feature = "rocksdb") {
+        backends.extend(["rocksdb-full", "rocksdb-incremental", "rocksdb-heap-timers"]);
+    }
+    for query in ["q3", "q5", "q8", "q11"] {
+        for backend in &backends {
+            let out = base.path().join(format!("{query}-{backend}.txt"));
+            let run = job(base.path(), query, backend, 60_000, 10_000, &out, true)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&run.stdout);
+            assert!(
+                run.status.success() && stdout.contains("results match the reference"),
+                "{backend} {query}: {stdout}{}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+        }
+    }
+}
