@@ -66,14 +66,14 @@ fn kill_and_resume(query: &str, backend: &str, events: u64, every: u64, seed: u6
     let dir = base.path().join("killed");
     let out = base.path().join("killed.txt");
     let mut rng = SplitMix64(seed);
-    let (mut kills, mut resumes, mut attempts) = (0, 0, 0);
+    let (mut kills, mut resumed, mut attempts) = (0, false, 0);
+    let mut window = clean_time.as_millis() as u64;
     loop {
         attempts += 1;
         assert!(attempts < 30, "{backend} {query}: never completed");
         let mut child = job(&dir, query, backend, events, every, &out, false).spawn().unwrap();
         if kills < 3 {
-            let window = clean_time.as_millis() as u64;
-            let delay = Duration::from_millis(window / 10 + rng.below(window * 8 / 10 + 1));
+            let delay = Duration::from_millis(window / 5 + rng.below(window / 2 + 1));
             let deadline = Instant::now() + delay;
             while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
                 std::thread::sleep(Duration::from_millis(2));
@@ -82,6 +82,14 @@ fn kill_and_resume(query: &str, backend: &str, events: u64, every: u64, seed: u6
                 child.kill().unwrap(); // SIGKILL
                 child.wait().unwrap();
                 kills += 1;
+                // The restarted run has less left to do: kill it sooner.
+                window = window * 2 / 3;
+                continue;
+            }
+            if kills == 0 {
+                // Finished before the kill: start over, killing sooner.
+                let _ = std::fs::remove_dir_all(&dir);
+                window = window * 2 / 3;
                 continue;
             }
         }
@@ -92,15 +100,14 @@ fn kill_and_resume(query: &str, backend: &str, events: u64, every: u64, seed: u6
             "{backend} {query}: run failed: {stdout}{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        if stdout.contains("resumed from checkpoint") {
-            resumes += 1;
-        }
+        resumed = stdout.contains("resumed from checkpoint");
         break;
     }
     assert!(kills >= 1, "{backend} {query}: the job was never killed mid-run");
-    eprintln!(
-        "{backend} {query}: killed {kills} times, final run resumed: {}",
-        resumes > 0
+    eprintln!("{backend} {query}: killed {kills} times, final run resumed from a checkpoint: {resumed}");
+    assert!(
+        resumed,
+        "{backend} {query}: the final run did not resume from a checkpoint"
     );
     assert_eq!(
         read_sorted(&out),

@@ -138,7 +138,7 @@ impl Sink<'_> {
         let mut names: Vec<String> = self
             .fs
             .store()
-            .list(&self.path("results"))?
+            .list(&self.path("results/"))?
             .into_iter()
             .filter(|n| n.starts_with("part-"))
             .collect();
