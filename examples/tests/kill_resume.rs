@@ -66,9 +66,9 @@ fn kill_and_resume(query: &str, backend: &str, events: u64, every: u64, seed: u6
     let dir = base.path().join("killed");
     let out = base.path().join("killed.txt");
     let mut rng = SplitMix64(seed);
-    let (mut kills, mut resumed, mut attempts) = (0, false, 0);
+    let (mut kills, mut attempts) = (0, 0);
     let mut window = clean_time.as_millis() as u64;
-    loop {
+    let resumed = loop {
         attempts += 1;
         assert!(attempts < 30, "{backend} {query}: never completed");
         let mut child = job(&dir, query, backend, events, every, &out, false).spawn().unwrap();
@@ -100,9 +100,8 @@ fn kill_and_resume(query: &str, backend: &str, events: u64, every: u64, seed: u6
             "{backend} {query}: run failed: {stdout}{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        resumed = stdout.contains("resumed from checkpoint");
-        break;
-    }
+        break stdout.contains("resumed from checkpoint");
+    };
     assert!(kills >= 1, "{backend} {query}: the job was never killed mid-run");
     eprintln!("{backend} {query}: killed {kills} times, final run resumed from a checkpoint: {resumed}");
     assert!(

@@ -4,7 +4,8 @@
 //!   crates.io packaging check; this is the README's test command and what `.ci/run` calls.
 //! - `bench [--quick]`: the benchmarks (release build: the first run compiles RocksDB in
 //!   release mode, 20-30 minutes on 2 cores); `--quick` checks the harness only.
-//! - `demo [ARGS]`: the main job from `examples/`.
+//! - `demo [ARGS]`: the main job from `examples/`: a Nexmark query (default Q5 on RocksDB
+//!   with incremental checkpoints to `./checkpoints`); `--help`-style flags in `examples/src/bin/nexmark.rs`.
 //! - `stress [GIB]`: long runs kept out of CI (a RocksDB list larger than 2^31 bytes).
 
 use std::process::{Command, ExitCode};
@@ -257,6 +258,10 @@ fn package(cargo: &str) -> Result<(), String> {
         "state-heap",
         "-p",
         "state-fs",
+        "-p",
+        "state-memory",
+        "-p",
+        "state-timers",
         "--allow-dirty",
         "--target-dir",
         &dir,
@@ -290,7 +295,7 @@ fn demo(args: &[String]) -> Result<(), String> {
         "--features",
         CI_FEATURES,
         "--bin",
-        "demo",
+        "nexmark",
         "--",
     ];
     cmd.extend(args.iter().map(String::as_str));

@@ -4,7 +4,7 @@
 //! plain-collections reference with `--verify`.
 //!
 //! ```text
-//! cargo xtask demo                                   # Q5 on RocksDB, 1M events
+//! cargo xtask demo                                   # Q5 on RocksDB (incremental checkpoints), 3M events
 //! cargo xtask demo --query q3 --backend heap-fs --events 500000 --checkpoint-every 50000
 //! cargo xtask demo --checkpoint-dir s3://bucket/prefix   # with the `s3` feature of state-fs
 //! ```
@@ -57,8 +57,8 @@ fn real_main() -> Result<()> {
         .ok_or_else(|| StateError::InvalidArgument(format!("unknown query `{query_name}` (q3, q5, q8, q11)")))?;
     let cfg = JobConfig {
         query,
-        events: num("--events", 1_000_000)?,
-        checkpoint_every: num("--checkpoint-every", 100_000)?,
+        events: num("--events", 3_000_000)?,
+        checkpoint_every: num("--checkpoint-every", 250_000)?,
         dir: arg("--checkpoint-dir").unwrap_or_else(|| "./checkpoints".into()),
         progress: !std::env::args().any(|a| a == "--quiet"),
     };

@@ -339,7 +339,7 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
     }
     summary.events_processed = next_event - processed_from;
     summary.elapsed = started.elapsed();
-    summary.incremental = rt.name() == "rocksdb-incremental";
+    summary.incremental = rt.incremental();
     summary.results = results;
     Ok(summary)
 }

@@ -40,6 +40,10 @@ pub trait Runtime {
         Ok(KeyedPart::Full(backend.snapshot(id)?))
     }
     fn checkpoint_complete(&self, _backend: &mut Self::Backend, _id: u64) {}
+    /// Whether checkpoints are incremental.
+    fn incremental(&self) -> bool {
+        false
+    }
 }
 
 /// Heap state; snapshots to memory (`heap-memory`) or to the checkpoint directory (`heap-fs`).
@@ -164,6 +168,9 @@ mod rocks {
             if self.incremental {
                 backend.notify_checkpoint_complete(id);
             }
+        }
+        fn incremental(&self) -> bool {
+            self.incremental
         }
     }
 }

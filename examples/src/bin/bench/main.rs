@@ -14,6 +14,7 @@ use state_heap::HeapKeyedStateBackend;
 
 #[cfg(feature = "rocksdb")]
 mod memory;
+mod nexmark;
 mod timers;
 
 struct Row {
@@ -50,6 +51,7 @@ fn main() -> Result<()> {
     rocksdb_checkpoints(n, &mut rows)?;
     full_snapshot(n, &mut rows)?;
     timers::timer_rows(n, keys, &mut rows)?;
+    nexmark::nexmark_rows(if quick { 20_000 } else { 500_000 }, &mut rows)?;
     #[cfg(feature = "rocksdb")]
     memory::rocksdb_memory_rows(quick, &mut rows)?;
     report(&rows, quick, n);

@@ -137,7 +137,9 @@ pub fn rocksdb_memory_rows(quick: bool, rows: &mut Vec<Row>) -> Result<()> {
         "reported",
     );
     row(
-        format!("managed memory: peak pinned cache usage (index/filter), {load_name}"),
+        format!(
+            "managed memory: peak pinned cache usage (memtable reservations + pinned index/filter blocks), {load_name}"
+        ),
         m.pinned,
         "reported",
     );
