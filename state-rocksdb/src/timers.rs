@@ -49,6 +49,14 @@ fn cf<'a, K: StateKey>(
     })
 }
 
+fn contains<K: StateKey>(host: &RocksDbKeyedStateBackend<K>, store: &RocksDbTimerStore, key: &[u8]) -> Result<bool> {
+    Ok(host
+        .db
+        .get_pinned_cf(cf(host, store)?, key)
+        .map_err(|e| db_err(format!("reading {}", store.name), e))?
+        .is_some())
+}
+
 fn scan<K: StateKey>(
     host: &RocksDbKeyedStateBackend<K>,
     store: &RocksDbTimerStore,
@@ -85,15 +93,10 @@ impl<K: StateKey> OrderedTimerStore<RocksDbKeyedStateBackend<K>> for RocksDbTime
     }
 
     fn insert(&mut self, host: &mut RocksDbKeyedStateBackend<K>, key: &[u8], value: &[u8]) -> Result<bool> {
-        let cf = cf(host, self)?;
-        let present = host
-            .db
-            .get_pinned_cf(cf, key)
-            .map_err(|e| db_err(format!("reading {}", self.name), e))?
-            .is_some();
-        if present {
+        if contains(host, self, key)? {
             return Ok(false);
         }
+        let cf = cf(host, self)?;
         host.db
             .put_cf_opt(cf, key, value, &host.write_opts)
             .map_err(|e| db_err(format!("adding a timer to {}", self.name), e))?;
@@ -101,15 +104,10 @@ impl<K: StateKey> OrderedTimerStore<RocksDbKeyedStateBackend<K>> for RocksDbTime
     }
 
     fn remove(&mut self, host: &mut RocksDbKeyedStateBackend<K>, key: &[u8]) -> Result<bool> {
-        let cf = cf(host, self)?;
-        let present = host
-            .db
-            .get_pinned_cf(cf, key)
-            .map_err(|e| db_err(format!("reading {}", self.name), e))?
-            .is_some();
-        if !present {
+        if !contains(host, self, key)? {
             return Ok(false);
         }
+        let cf = cf(host, self)?;
         host.db
             .delete_cf_opt(cf, key, &host.write_opts)
             .map_err(|e| db_err(format!("removing a timer from {}", self.name), e))?;

@@ -13,21 +13,13 @@ use state_api::{
     BackendContext, DefaultOperatorStateBackend, KeyedSnapshotHandle, KeyedStateBackend, OperatorSnapshotHandle,
     OperatorStateBackend, Result, StateError,
 };
-use state_examples::{AuctionWindows, MAX_OUT_OF_ORDER_MS, bid, reference};
+use state_examples::{AuctionWindows, MAX_OUT_OF_ORDER_MS, arg, bid, reference};
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 use state_heap::HeapKeyedStateBackend;
 
 const WINDOW: i64 = 10_000;
 const WATERMARK_EVERY: u64 = 1_000;
 const JOB: &str = "demo";
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 fn num(name: &str, default: u64) -> u64 {
     arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)

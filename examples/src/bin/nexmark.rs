@@ -15,16 +15,9 @@
 //! `rocksdb-incremental`, `rocksdb-heap-timers`.
 
 use state_api::{Result, StateError};
-use state_examples::nexmark::runtime::{self, Heap, HeapLmdb, Runtime};
+use state_examples::arg;
+use state_examples::nexmark::runtime::{self, Heap, Runtime};
 use state_examples::nexmark::{JobConfig, QueryKind, reference, run};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 fn num(name: &str, default: u64) -> Result<u64> {
     match arg(name) {
@@ -64,9 +57,27 @@ fn real_main() -> Result<()> {
     };
     let backend = arg("--backend").unwrap_or_else(|| default_backend.into());
     let summary = match backend.as_str() {
-        "heap-memory" => go(&Heap { memory: true }, &cfg),
-        "heap-fs" => go(&Heap { memory: false }, &cfg),
-        "heap-lmdb" => go(&HeapLmdb, &cfg),
+        "heap-memory" => go(
+            &Heap {
+                memory: true,
+                lmdb_timers: false,
+            },
+            &cfg,
+        ),
+        "heap-fs" => go(
+            &Heap {
+                memory: false,
+                lmdb_timers: false,
+            },
+            &cfg,
+        ),
+        "heap-lmdb" => go(
+            &Heap {
+                memory: false,
+                lmdb_timers: true,
+            },
+            &cfg,
+        ),
         #[cfg(feature = "rocksdb")]
         "rocksdb-full" => go(
             &runtime::RocksDb {

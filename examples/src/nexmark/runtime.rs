@@ -7,7 +7,7 @@ use state_api::{
 };
 use state_fs::{CheckpointMetadata, FsCheckpointStorage};
 use state_heap::HeapKeyedStateBackend;
-use state_timers::{HeapTimerQueue, TimerStorage};
+use state_timers::{StandaloneTimerQueue, TimerStorage};
 
 /// What a checkpoint's synchronous part of the keyed backend returns.
 pub enum KeyedPart {
@@ -46,16 +46,22 @@ pub trait Runtime {
     }
 }
 
-/// Heap state; snapshots to memory (`heap-memory`) or to the checkpoint directory (`heap-fs`).
+/// Heap state; snapshots to memory (`heap-memory`) or to the checkpoint directory
+/// (`heap-fs`); timers on the heap, or in LMDB (`heap-lmdb`: timer counts beyond memory).
 pub struct Heap {
     pub memory: bool,
+    pub lmdb_timers: bool,
 }
 
 impl Runtime for Heap {
     type Backend = HeapKeyedStateBackend<u64>;
-    type Queue = HeapTimerQueue;
+    type Queue = StandaloneTimerQueue;
     fn name(&self) -> &'static str {
-        if self.memory { "heap-memory" } else { "heap-fs" }
+        match (self.memory, self.lmdb_timers) {
+            (_, true) => "heap-lmdb",
+            (true, false) => "heap-memory",
+            (false, false) => "heap-fs",
+        }
     }
     fn in_memory(&self) -> bool {
         self.memory
@@ -72,32 +78,12 @@ impl Runtime for Heap {
         HeapKeyedStateBackend::restore(ctx, &meta.keyed, fs)
     }
     fn queue(&self, backend: &mut Self::Backend, _name: &str) -> Result<Self::Queue> {
-        Ok(HeapTimerQueue::new(backend.key_group_range()))
-    }
-}
-
-/// Heap state with LMDB timers (`heap-lmdb`): timer counts beyond memory.
-pub struct HeapLmdb;
-
-impl Runtime for HeapLmdb {
-    type Backend = HeapKeyedStateBackend<u64>;
-    type Queue = state_timers::StandaloneTimerQueue;
-    fn name(&self) -> &'static str {
-        "heap-lmdb"
-    }
-    fn create(&self, ctx: &BackendContext) -> Result<Self::Backend> {
-        HeapKeyedStateBackend::new(ctx)
-    }
-    fn restore(
-        &self,
-        ctx: &BackendContext,
-        meta: &CheckpointMetadata,
-        fs: &FsCheckpointStorage,
-    ) -> Result<Self::Backend> {
-        HeapKeyedStateBackend::restore(ctx, &meta.keyed, fs)
-    }
-    fn queue(&self, backend: &mut Self::Backend, _name: &str) -> Result<Self::Queue> {
-        TimerStorage::Lmdb(Default::default()).create_queue(backend.key_group_range(), backend.max_parallelism())
+        let storage = if self.lmdb_timers {
+            TimerStorage::Lmdb(Default::default())
+        } else {
+            TimerStorage::Heap
+        };
+        storage.create_queue(backend.key_group_range(), backend.max_parallelism())
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use state_api::Result;
-use state_examples::nexmark::runtime::{Heap, HeapLmdb, Runtime};
+use state_examples::nexmark::runtime::{Heap, Runtime};
 use state_examples::nexmark::{JobConfig, QueryKind, reference, run};
 
 use super::Row;
@@ -43,9 +43,9 @@ pub fn nexmark_rows(events: u64, rows: &mut Vec<Row>) -> Result<()> {
         let t = Instant::now();
         std::hint::black_box(reference(query, events));
         let reference_eps = events as f64 / t.elapsed().as_secs_f64();
-        one(&Heap { memory: true }, query, events, reference_eps, rows)?;
-        one(&Heap { memory: false }, query, events, reference_eps, rows)?;
-        one(&HeapLmdb, query, events, reference_eps, rows)?;
+        for (memory, lmdb_timers) in [(true, false), (false, false), (false, true)] {
+            one(&Heap { memory, lmdb_timers }, query, events, reference_eps, rows)?;
+        }
         #[cfg(feature = "rocksdb")]
         {
             use state_examples::nexmark::runtime::RocksDb;
