@@ -249,6 +249,33 @@ impl<'w> KeyedStreamWriter<'w> {
 
 // ------------------------------------------------------------------ reader
 
+/// Writes a whole keyed stream for `header` (its key-group range, in order) to `storage`
+/// as `name`: `fill(kg, section)` appends key group `kg`'s blocks. Every full snapshot
+/// (heap, RocksDB, timers) goes through this.
+pub fn write_keyed_stream(
+    storage: &dyn crate::CheckpointStorage,
+    header: &SnapshotHeader,
+    name: &str,
+    mut fill: impl FnMut(u32, &mut SectionBuilder) -> Result<()>,
+) -> Result<crate::KeyedSnapshotHandle> {
+    let mut out = storage.create_output(header.checkpoint_id, name)?;
+    let offsets = {
+        let mut writer = KeyedStreamWriter::new(&mut *out, header)?;
+        let mut section = SectionBuilder::default();
+        for kg in header.key_group_range.iter() {
+            fill(kg, &mut section)?;
+            writer.write_section(&section.take_section())?;
+        }
+        writer.finish()?
+    };
+    Ok(crate::KeyedSnapshotHandle {
+        checkpoint_id: header.checkpoint_id,
+        key_group_range: header.key_group_range,
+        key_group_offsets: offsets,
+        stream: out.finish()?,
+    })
+}
+
 /// Opens a handle's stream for a restore into a backend that owns `range`, with key type
 /// `key_type` and `max_parallelism`: checks that the snapshot was written with the same
 /// key type and max parallelism and that the stream holds what its handle says. Returns

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use state_api::format::{KeyedStreamWriter, SectionBuilder, SnapshotHeader, decode_block, open_for_restore};
+use state_api::format::{SnapshotHeader, decode_block, open_for_restore, write_keyed_stream};
 use state_api::state::type_name_of;
 use state_api::{
     AsyncSnapshot, BackendContext, CheckpointStorage, Clock, KeyGroupRange, KeyedBackendFactory, KeyedSnapshotHandle,
@@ -688,31 +688,19 @@ impl<K: StateKey> KeyedStateBackend for HeapKeyedStateBackend<K> {
         };
         let range = self.range;
         Ok(AsyncSnapshot::new(checkpoint_id, move |storage| {
-            let mut out = storage.create_output(checkpoint_id, "keyed-state")?;
-            let offsets = {
-                let mut writer = KeyedStreamWriter::new(&mut *out, &header)?;
-                let mut section = SectionBuilder::default();
-                for (i, _kg) in range.iter().enumerate() {
-                    for (si, (table, cleanup)) in pinned.iter().enumerate() {
-                        let filter = cleanup.as_ref().map(|t| (t, now));
-                        table.write_key_group(i, &mut section, &header.states[si], filter)?;
-                        section.finish_block(si as u32);
-                    }
-                    for (ri, blocks) in raw.iter().enumerate() {
-                        if let Some(b) = &blocks[i] {
-                            section.raw_block((pinned.len() + ri) as u32, b.count, &b.raw);
-                        }
-                    }
-                    writer.write_section(&section.take_section())?;
+            write_keyed_stream(storage, &header, "keyed-state", |kg, section| {
+                let i = range.index_of(kg).unwrap_or_default();
+                for (si, (table, cleanup)) in pinned.iter().enumerate() {
+                    let filter = cleanup.as_ref().map(|t| (t, now));
+                    table.write_key_group(i, section, &header.states[si], filter)?;
+                    section.finish_block(si as u32);
                 }
-                writer.finish()?
-            };
-            let stream = out.finish()?;
-            Ok(KeyedSnapshotHandle {
-                checkpoint_id,
-                key_group_range: range,
-                key_group_offsets: offsets,
-                stream,
+                for (ri, blocks) in raw.iter().enumerate() {
+                    if let Some(b) = &blocks[i] {
+                        section.raw_block((pinned.len() + ri) as u32, b.count, &b.raw);
+                    }
+                }
+                Ok(())
             })
         }))
     }

@@ -11,8 +11,8 @@ use rocksdb::checkpoint::Checkpoint;
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, MergeOperands, Options, WriteBatch, WriteOptions};
 use state_api::format::{
-    KeyedStreamWriter, RawEntry, SectionBuilder, SnapshotHeader, decode_block, deserialize, open_for_restore,
-    put_bytes, put_i64, put_varint,
+    RawEntry, SectionBuilder, SnapshotHeader, decode_block, deserialize, open_for_restore, put_bytes, put_i64,
+    put_varint, write_keyed_stream,
 };
 use state_api::state::type_name_of;
 use state_api::{
@@ -988,51 +988,37 @@ impl<K: StateKey> FullSnapshot<K> {
         }
         let db = DB::open_cf_descriptors_read_only(&self.config.options(), &self.dir, cfs, false)
             .map_err(|e| db_err(format!("opening the RocksDB checkpoint `{}`", self.dir.display()), e))?;
-        let range = self.header.key_group_range;
-        let mut out = storage.create_output(self.header.checkpoint_id, "keyed-state")?;
-        let offsets = {
-            let mut writer = KeyedStreamWriter::new(&mut *out, &self.header)?;
-            let mut section = SectionBuilder::default();
-            let mut kg_prefix = Vec::new();
-            for kg in range.iter() {
-                kg_prefix.clear();
-                put_key_group(&mut kg_prefix, kg, self.prefix_len);
-                for (si, s) in self.states.iter().enumerate() {
-                    let cf = db
-                        .cf_handle(&cf_name(&s.meta.name))
-                        .ok_or_else(|| StateError::UnknownState {
-                            name: s.meta.name.clone(),
-                        })?;
-                    let iter = db
-                        .iterator_cf(cf, IteratorMode::From(&kg_prefix, Direction::Forward))
-                        .map(|r| r.map_err(|e| db_err("reading a RocksDB checkpoint", e)))
-                        .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&kg_prefix)));
-                    self.write_block(iter, s, &mut section)?;
-                    section.finish_block(si as u32);
-                    // Restored, unregistered: its canonical block passes through unchanged.
-                    if s.ns_len.is_none()
-                        && let Some(raw_cf) = db.cf_handle(RAW_CF)
-                    {
-                        let got = db
-                            .get_cf(raw_cf, raw_key(&s.meta.name, kg))
-                            .map_err(|e| db_err("reading restored state", e))?;
-                        if let Some(v) = got {
-                            let (count, used) = crate::keys::read_varint(&v)
-                                .ok_or_else(|| corrupt(&s.meta.name, "bad restored-block count"))?;
-                            section.raw_block(si as u32, count, &v[used..]);
-                        }
+        let mut kg_prefix = Vec::new();
+        write_keyed_stream(storage, &self.header, "keyed-state", |kg, section| {
+            kg_prefix.clear();
+            put_key_group(&mut kg_prefix, kg, self.prefix_len);
+            for (si, s) in self.states.iter().enumerate() {
+                let cf = db
+                    .cf_handle(&cf_name(&s.meta.name))
+                    .ok_or_else(|| StateError::UnknownState {
+                        name: s.meta.name.clone(),
+                    })?;
+                let iter = db
+                    .iterator_cf(cf, IteratorMode::From(&kg_prefix, Direction::Forward))
+                    .map(|r| r.map_err(|e| db_err("reading a RocksDB checkpoint", e)))
+                    .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&kg_prefix)));
+                self.write_block(iter, s, section)?;
+                section.finish_block(si as u32);
+                // Restored, unregistered: its canonical block passes through unchanged.
+                if s.ns_len.is_none()
+                    && let Some(raw_cf) = db.cf_handle(RAW_CF)
+                {
+                    let got = db
+                        .get_cf(raw_cf, raw_key(&s.meta.name, kg))
+                        .map_err(|e| db_err("reading restored state", e))?;
+                    if let Some(v) = got {
+                        let (count, used) = crate::keys::read_varint(&v)
+                            .ok_or_else(|| corrupt(&s.meta.name, "bad restored-block count"))?;
+                        section.raw_block(si as u32, count, &v[used..]);
                     }
                 }
-                writer.write_section(&section.take_section())?;
             }
-            writer.finish()?
-        };
-        let stream = out.finish()?;
-        Ok(KeyedSnapshotHandle {
-            checkpoint_id: self.header.checkpoint_id,
-            key_group_range: range,
-            key_group_offsets: offsets,
-            stream,
+            Ok(())
         })
     }
 

@@ -4,7 +4,7 @@
 //! CRC32C per section, so a restore reads only the key groups it owns, from any number of
 //! old subtasks, into any timer storage.
 
-use state_api::format::{KeyedStreamWriter, RawEntry, SectionBuilder, SnapshotHeader, open_for_restore, put_bytes};
+use state_api::format::{RawEntry, SnapshotHeader, open_for_restore, put_bytes, write_keyed_stream};
 use state_api::{
     CheckpointStorage, KeyGroupRange, KeyedSnapshotHandle, PinnedTimers, Result, StateError, StateKind, StateMeta,
     TimerEntry, TimerQueue,
@@ -37,33 +37,18 @@ pub(crate) struct PinnedQueues {
 /// The asynchronous part: writes every key group of the pinned queues.
 pub(crate) fn write(pinned: PinnedQueues, storage: &dyn CheckpointStorage) -> Result<KeyedSnapshotHandle> {
     let PinnedQueues { header, queues } = pinned;
-    let checkpoint_id = header.checkpoint_id;
-    let range = header.key_group_range;
-    let mut out = storage.create_output(checkpoint_id, "timers")?;
-    let offsets = {
-        let mut writer = KeyedStreamWriter::new(&mut *out, &header)?;
-        let mut section = SectionBuilder::default();
-        for kg in range.iter() {
-            for (si, queue) in queues.iter().enumerate() {
-                for timer in queue.key_group(kg)? {
-                    let block = section.block();
-                    put_bytes(block, &timer.key);
-                    put_bytes(block, &timer.namespace);
-                    put_bytes(block, &timer.timestamp.to_be_bytes());
-                    section.entry_done();
-                }
-                section.finish_block(si as u32);
+    write_keyed_stream(storage, &header, "timers", |kg, section| {
+        for (si, queue) in queues.iter().enumerate() {
+            for timer in queue.key_group(kg)? {
+                let block = section.block();
+                put_bytes(block, &timer.key);
+                put_bytes(block, &timer.namespace);
+                put_bytes(block, &timer.timestamp.to_be_bytes());
+                section.entry_done();
             }
-            writer.write_section(&section.take_section())?;
+            section.finish_block(si as u32);
         }
-        writer.finish()?
-    };
-    let stream = out.finish()?;
-    Ok(KeyedSnapshotHandle {
-        checkpoint_id,
-        key_group_range: range,
-        key_group_offsets: offsets,
-        stream,
+        Ok(())
     })
 }
 
