@@ -158,6 +158,39 @@ impl Sink<'_> {
     }
 }
 
+/// Metadata of checkpoint `id`, with the source position and the largest timestamp seen.
+fn checkpoint_meta(job: &str, id: u64, next_event: u64, max_ts: i64) -> CheckpointMetadata {
+    let mut meta = CheckpointMetadata::new(job, id, SnapshotKind::Checkpoint);
+    meta.extra.insert("progress".into(), progress_bytes(next_event, max_ts));
+    meta
+}
+
+/// The synchronous part of a checkpoint (keyed backend and timers), then its
+/// asynchronous part on a thread of its own while the job goes on.
+fn start_checkpoint<R: Runtime>(
+    rt: &R,
+    backend: &mut R::Backend,
+    timers: &mut Timers<R::Queue>,
+    meta: CheckpointMetadata,
+    part: Vec<String>,
+    target: &Arc<dyn CheckpointStorage>,
+    fs: &FsCheckpointStorage,
+) -> Result<Pending> {
+    let id = meta.checkpoint_id;
+    let keyed = rt.snapshot(backend, id)?;
+    let timer_part = timers.snapshot(backend, id)?;
+    let (target, storage) = (Arc::clone(target), fs.clone());
+    let job = std::thread::spawn(move || {
+        let t = Instant::now();
+        let written = match keyed {
+            KeyedPart::Full(s) => Written::Full(s.run(&*target)?),
+            KeyedPart::Incremental(s) => Written::Incremental(s.run(&storage)?),
+        };
+        Ok((written, timer_part.run(&*target)?, t.elapsed()))
+    });
+    Ok(Pending { meta, part, job })
+}
+
 /// Runs (or resumes) the job; returns the summary with every result in order of commit.
 pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
     let job = format!("nexmark-{}-{}", cfg.query.name(), rt.name());
@@ -262,30 +295,19 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
             if let Some(p) = pending.take() {
                 complete(p, &mut backend, &mut summary, &mut results)?;
             }
-            let id = next_id;
+            let meta = checkpoint_meta(&job, next_id, next_event, max_ts);
             next_id += 1;
             let t = Instant::now();
-            let keyed = rt.snapshot(&mut backend, id)?;
-            let timer_part = timers.snapshot(&mut backend, id)?;
-            summary.sync_max = summary.sync_max.max(t.elapsed());
-            let mut meta = CheckpointMetadata::new(&job, id, SnapshotKind::Checkpoint);
-            meta.extra.insert("progress".into(), progress_bytes(next_event, max_ts));
-            let target = Arc::clone(&target);
-            let storage = fs.clone();
-            let job_thread = std::thread::spawn(move || {
-                let t = Instant::now();
-                let written = match keyed {
-                    KeyedPart::Full(s) => Written::Full(s.run(&*target)?),
-                    KeyedPart::Incremental(s) => Written::Incremental(s.run(&storage)?),
-                };
-                let timers = timer_part.run(&*target)?;
-                Ok((written, timers, t.elapsed()))
-            });
-            pending = Some(Pending {
+            pending = Some(start_checkpoint(
+                rt,
+                &mut backend,
+                &mut timers,
                 meta,
-                part: std::mem::take(&mut out),
-                job: job_thread,
-            });
+                std::mem::take(&mut out),
+                &target,
+                &fs,
+            )?);
+            summary.sync_max = summary.sync_max.max(t.elapsed());
         }
         if cfg.progress && last_print.elapsed() > Duration::from_millis(if tty { 250 } else { 5000 }) {
             last_print = Instant::now();
@@ -313,24 +335,16 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
     }
     // End of input: close everything and commit the rest with a final checkpoint.
     query.on_watermark(&mut backend, &mut timers, i64::MAX, &mut out)?;
-    let id = next_id;
-    let keyed = rt.snapshot(&mut backend, id)?;
-    let timer_part = timers.snapshot(&mut backend, id)?;
-    let mut meta = CheckpointMetadata::new(&job, id, SnapshotKind::Checkpoint);
-    meta.extra.insert("progress".into(), progress_bytes(next_event, max_ts));
-    let (target2, storage) = (Arc::clone(&target), fs.clone());
-    let final_part = Pending {
+    let meta = checkpoint_meta(&job, next_id, next_event, max_ts);
+    let final_part = start_checkpoint(
+        rt,
+        &mut backend,
+        &mut timers,
         meta,
-        part: std::mem::take(&mut out),
-        job: std::thread::spawn(move || {
-            let t = Instant::now();
-            let written = match keyed {
-                KeyedPart::Full(s) => Written::Full(s.run(&*target2)?),
-                KeyedPart::Incremental(s) => Written::Incremental(s.run(&storage)?),
-            };
-            Ok((written, timer_part.run(&*target2)?, t.elapsed()))
-        }),
-    };
+        std::mem::take(&mut out),
+        &target,
+        &fs,
+    )?;
     complete(final_part, &mut backend, &mut summary, &mut results)?;
     fs.store()
         .write_all(&fs.store_path(DONE), results.len().to_string().into_bytes())?;
