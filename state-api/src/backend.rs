@@ -153,6 +153,20 @@ pub trait KeyedStateBackend: Send + Sized + std::fmt::Debug {
     /// any thread, while this backend keeps processing and updating state.
     fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<KeyedSnapshotHandle>>;
 
+    /// Checkpoint `checkpoint_id` completed: every subtask of the job acknowledged it and
+    /// its metadata is written. Backends with incremental checkpoints make its files the
+    /// base of the next one. Engines call it on the coordinator's
+    /// [`crate::CheckpointEvent::Completed`]; the default does nothing.
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
+        let _ = checkpoint_id;
+    }
+
+    /// Checkpoint `checkpoint_id` was aborted: what it uploaded is never reused. The
+    /// default does nothing.
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        let _ = checkpoint_id;
+    }
+
     // ------------------------------------------------------------- provided
 
     /// Registers a state described by `descriptor` and returns its typed handle.

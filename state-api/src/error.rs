@@ -114,6 +114,38 @@ pub enum StateError {
         /// The serializer's message.
         detail: String,
     },
+    /// The state of a job checkpoint does not fit the job: an unknown operator, a
+    /// subtask index not below the parallelism, a subtask twice, a max parallelism that
+    /// differs from the restoring job's, handles outside a subtask's key groups.
+    #[error("checkpoint state of operator `{operator}`{}: {detail}", subtask.map(|s| format!(" subtask {s}")).unwrap_or_default())]
+    InvalidCheckpoint {
+        /// The operator id.
+        operator: String,
+        /// The subtask, where one is concerned.
+        subtask: Option<u32>,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A checkpoint coordinator refused a call: a trigger while too many checkpoints are
+    /// pending or with an id not above the last one, an acknowledgement of a checkpoint
+    /// that was never triggered.
+    #[error("checkpoint {checkpoint_id}: {reason}")]
+    CheckpointRejected {
+        /// The checkpoint id.
+        checkpoint_id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A subtask acknowledged the same checkpoint twice; the first acknowledgement stands.
+    #[error("checkpoint {checkpoint_id}: operator `{operator}` subtask {subtask} acknowledged twice")]
+    DuplicateAcknowledgement {
+        /// The checkpoint id.
+        checkpoint_id: u64,
+        /// The operator id.
+        operator: String,
+        /// The subtask.
+        subtask: u32,
+    },
     /// A caller passed an argument that is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -15,6 +15,9 @@
 //!   written), and the canonical savepoint [`format`](mod@format).
 //! - Timers: [`TimerService`] (what operators call) and [`TimerQueue`] (what timer
 //!   storages implement), implemented in `state-timers`.
+//! - Jobs: [`JobSnapshot`] (every operator's subtasks' handles), the
+//!   [`CheckpointCoordinator`] (acknowledgements → completed checkpoints) and
+//!   [`JobAssignment`] (restore at any parallelism per operator).
 //! - [`testkit`] (feature `testkit`): the conformance suite every backend runs.
 //!
 //! Operator code is written once, generic over the backend:
@@ -50,10 +53,14 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod assignment;
 pub mod backend;
+pub mod checkpoint;
+pub mod coordinator;
 pub mod descriptor;
 pub mod error;
 pub mod format;
+pub mod framing;
 pub mod keygroup;
 pub mod operator;
 pub mod snapshot;
@@ -65,7 +72,13 @@ pub mod views;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use assignment::{JobAssignment, OperatorSpec, OperatorStatePartition, RestoreOptions, SubtaskAssignment};
 pub use backend::{BackendContext, KeyedBackendFactory, KeyedStateBackend, RawMapIter};
+pub use checkpoint::{JobSnapshot, OperatorId, OperatorSnapshot, SubtaskSnapshot, SubtaskState};
+pub use coordinator::{
+    AbortReason, AckOutcome, Acknowledgement, CheckpointCoordinator, CheckpointEvent, CheckpointMessage,
+    CompletedCheckpointStore, CoordinatorConfig, Decline, InMemoryCheckpointStore,
+};
 pub use descriptor::{
     AggregateFunction, AggregatingStateDescriptor, AggregatingStateHandle, ListStateDescriptor, ListStateHandle,
     MapStateDescriptor, MapStateHandle, ReduceFn, ReducingStateDescriptor, ReducingStateHandle, RegisteredState,

@@ -21,6 +21,7 @@ use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
+use crate::assignment::{OperatorStatePartition, partition_operator_state};
 use crate::error::{Result, StateError};
 use crate::format::{deserialize, put_bytes, put_serialized};
 use crate::snapshot::{AsyncSnapshot, CheckpointStorage, OperatorSnapshotHandle, OperatorStateInfo, Redistribution};
@@ -232,27 +233,50 @@ impl DefaultOperatorStateBackend {
     }
 
     /// Restores subtask `subtask_index` of `parallelism` from the handles of every old
-    /// subtask (all of them: even-split and union state need every old subtask's part).
+    /// subtask (even-split and union state need every old subtask's part): the slices
+    /// [`partition_operator_state`] gives it.
     pub fn restore(
         handles: &[OperatorSnapshotHandle],
         subtask_index: u32,
         parallelism: u32,
         storage: &dyn CheckpointStorage,
     ) -> Result<Self> {
-        if parallelism == 0 || subtask_index >= parallelism {
-            return Err(StateError::InvalidArgument(format!(
-                "subtask index {subtask_index} is not below the parallelism {parallelism}"
-            )));
-        }
-        let mut sorted: Vec<&OperatorSnapshotHandle> = handles.iter().collect();
-        sorted.sort_by_key(|h| h.subtask_index);
-        // name -> (mode, type, elements of every old subtask in order, or the first broadcast copy)
+        let partitions = partition_operator_state(handles, subtask_index, parallelism)?;
+        Self::restore_partitions(&partitions, subtask_index, storage)
+    }
+
+    /// Restores subtask `subtask_index` from the slices of old streams a
+    /// [`crate::JobAssignment`] gave it; only those streams are read.
+    pub fn restore_partitions(
+        partitions: &[OperatorStatePartition],
+        subtask_index: u32,
+        storage: &dyn CheckpointStorage,
+    ) -> Result<Self> {
+        // name -> (mode, type, the elements taken, in old-subtask order)
         let mut merged: BTreeMap<String, (Redistribution, String, Vec<Vec<u8>>)> = BTreeMap::new();
-        for handle in sorted {
+        for part in partitions {
+            let handle = &part.handle;
             for (info, type_name, elements) in read_stream(handle, storage)? {
+                let Some(range) = part.ranges.get(&info.name) else {
+                    continue;
+                };
+                let (start, end) = (
+                    usize::try_from(range.start).unwrap_or(usize::MAX),
+                    usize::try_from(range.end).unwrap_or(usize::MAX),
+                );
+                let Some(taken) = elements.get(start..end) else {
+                    return Err(StateError::Corrupt {
+                        source_name: handle.stream.describe(),
+                        section: format!("operator state `{}`", info.name),
+                        detail: format!(
+                            "elements {start}..{end} were assigned but the stream holds {}",
+                            elements.len()
+                        ),
+                    });
+                };
                 match merged.get_mut(&info.name) {
                     None => {
-                        merged.insert(info.name.clone(), (info.mode, type_name, elements));
+                        merged.insert(info.name.clone(), (info.mode, type_name, taken.to_vec()));
                     }
                     Some((mode, existing_type, all)) => {
                         if *mode != info.mode || *existing_type != type_name {
@@ -262,24 +286,13 @@ impl DefaultOperatorStateBackend {
                                 detail: "old subtasks disagree on its mode or type".into(),
                             });
                         }
-                        if *mode != Redistribution::Broadcast {
-                            all.extend(elements);
-                        }
+                        all.extend_from_slice(taken);
                     }
                 }
             }
         }
         let mut backend = DefaultOperatorStateBackend::new(subtask_index);
-        for (name, (mode, type_name, all)) in merged {
-            let mine = match mode {
-                Redistribution::EvenSplit => {
-                    let (n, p, i) = (all.len(), parallelism as usize, subtask_index as usize);
-                    let start = i * (n / p) + i.min(n % p);
-                    let len = n / p + usize::from(i < n % p);
-                    all.into_iter().skip(start).take(len).collect()
-                }
-                Redistribution::Union | Redistribution::Broadcast => all,
-            };
+        for (name, (mode, type_name, mine)) in merged {
             backend.states.insert(
                 name,
                 OpState {

@@ -92,6 +92,24 @@ pub struct KeyedSnapshotHandle {
     pub stream: StreamHandle,
 }
 
+impl KeyedSnapshotHandle {
+    /// Bytes of the sections of the key groups of `range` that this stream holds: what a
+    /// restore owning `range` reads besides the stream's header and index. (The last
+    /// section of the stream is counted up to the stream's end, so its index and trailer
+    /// are included.)
+    pub fn section_bytes(&self, range: KeyGroupRange) -> u64 {
+        let mine = range.intersection(&self.key_group_range);
+        mine.iter()
+            .filter_map(|kg| {
+                let i = (kg - self.key_group_range.start()) as usize;
+                let start = *self.key_group_offsets.get(i)?;
+                let end = self.key_group_offsets.get(i + 1).copied().unwrap_or(self.stream.size());
+                Some(end.saturating_sub(start))
+            })
+            .sum()
+    }
+}
+
 /// A file that several incremental checkpoints may reference (a RocksDB SST file).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SharedFile {

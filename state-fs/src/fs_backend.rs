@@ -1,15 +1,18 @@
 //! Flink's `FsStateBackend`: heap keyed state, checkpoints to a file system or object
 //! store through state-fs.
 
-use state_api::{BackendContext, DefaultOperatorStateBackend, Result, StateKey};
+use state_api::{BackendContext, DefaultOperatorStateBackend, Result, StateKey, SubtaskAssignment};
 use state_heap::HeapKeyedStateBackend;
 
-use crate::{CheckpointMetadata, FsCheckpointStorage, FsOptions};
+use crate::{FsCheckpointStorage, FsOptions};
 
 /// The heap backend with file system checkpoints (feature `heap`).
 ///
 /// ```
-/// use state_api::{BackendContext, KeyedStateBackend, ValueStateDescriptor};
+/// use state_api::{
+///     BackendContext, JobAssignment, KeyedStateBackend, OperatorId, OperatorSpec, RestoreOptions, SubtaskState,
+///     ValueStateDescriptor,
+/// };
 /// use state_fs::{CheckpointMetadata, FsOptions, FsStateBackend, SnapshotKind};
 ///
 /// let dir = std::env::temp_dir().join(format!("fs-backend-doc-{}", std::process::id()));
@@ -20,11 +23,16 @@ use crate::{CheckpointMetadata, FsCheckpointStorage, FsOptions};
 /// keyed.set_current_key(&1)?;
 /// keyed.value(&v).update(5)?;
 /// let mut meta = CheckpointMetadata::new("job", 1, SnapshotKind::Checkpoint);
-/// meta.keyed.push(keyed.snapshot(1)?.run(fs.storage())?);
+/// let state = SubtaskState { keyed: vec![keyed.snapshot(1)?.run(fs.storage())?], ..Default::default() };
+/// meta.add_subtask(&OperatorId::new("counter")?, 1, 128, 0, state)?;
 /// fs.storage().complete_checkpoint(meta)?;
 ///
+/// // Restore at parallelism 2: each subtask reads only its key groups.
 /// let latest = fs.storage().latest_checkpoint()?.unwrap();
-/// let mut restored = fs.restore_keyed::<u64>(&ctx, &latest)?;
+/// let job = [OperatorSpec::new("counter", 2, 128)?];
+/// let plan = JobAssignment::new(&latest.snapshot, &job, RestoreOptions::default())?;
+/// let owner = state_api::keygroup::key_group_for_key(&1u64, 128)? * 2 / 128;
+/// let mut restored = fs.restore_keyed::<u64>(plan.subtask("counter", owner).unwrap())?;
 /// let v = restored.register(ValueStateDescriptor::<u64>::new("v"))?;
 /// restored.set_current_key(&1)?;
 /// assert_eq!(restored.value(&v).get()?, Some(5));
@@ -59,23 +67,14 @@ impl FsStateBackend {
         HeapKeyedStateBackend::new(ctx)
     }
 
-    /// A keyed backend restored from a checkpoint's (or savepoint's) handles, reading the
-    /// key groups of `ctx` only.
-    pub fn restore_keyed<K: StateKey>(
-        &self,
-        ctx: &BackendContext,
-        meta: &CheckpointMetadata,
-    ) -> Result<HeapKeyedStateBackend<K>> {
-        HeapKeyedStateBackend::restore(ctx, &meta.keyed, &self.storage)
+    /// The keyed backend of a subtask, restored from the handles its assignment holds,
+    /// reading its key groups only.
+    pub fn restore_keyed<K: StateKey>(&self, assignment: &SubtaskAssignment) -> Result<HeapKeyedStateBackend<K>> {
+        HeapKeyedStateBackend::restore(&assignment.context(), &assignment.keyed, &self.storage)
     }
 
-    /// The operator state of subtask `index` of `parallelism` restored from a checkpoint.
-    pub fn restore_operator(
-        &self,
-        meta: &CheckpointMetadata,
-        index: u32,
-        parallelism: u32,
-    ) -> Result<DefaultOperatorStateBackend> {
-        DefaultOperatorStateBackend::restore(&meta.operator, index, parallelism, &self.storage)
+    /// The operator state of a subtask, restored from the slices its assignment holds.
+    pub fn restore_operator(&self, assignment: &SubtaskAssignment) -> Result<DefaultOperatorStateBackend> {
+        assignment.restore_operator_state(&self.storage)
     }
 }

@@ -38,19 +38,7 @@ pub fn parse_checkpoint_dir(name: &str) -> Option<u64> {
 /// Checks a job id or savepoint name: 1 to 128 characters of `[A-Za-z0-9._-]`, not
 /// `.` or `..`, so it can never name a path outside the root.
 pub fn check_segment(what: &str, s: &str) -> Result<()> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s != "."
-        && s != ".."
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StateError::InvalidArgument(format!(
-            "{what} {s:?} must be 1 to 128 characters of A-Z a-z 0-9 . _ - (and not `.` or `..`)"
-        )))
-    }
+    state_api::checkpoint::check_identifier(what, s)
 }
 
 /// Checks a relative path read from metadata before it is used: no absolute paths, no

@@ -16,6 +16,7 @@
 //! - Checkpoints, loads and cleanups emit `tracing` events.
 #![deny(missing_docs)]
 
+mod coordinated;
 #[cfg(feature = "heap")]
 mod fs_backend;
 pub mod layout;
@@ -26,7 +27,7 @@ mod uri;
 
 #[cfg(feature = "heap")]
 pub use fs_backend::FsStateBackend;
-pub use metadata::{CheckpointMetadata, SharedFile, SharedRegistry, SnapshotKind};
+pub use metadata::{CheckpointMetadata, LEGACY_OPERATOR_ID, SharedFile, SharedRegistry, SnapshotKind};
 pub use storage::{
     CompletedCheckpoint, DEFAULT_INLINE_THRESHOLD, FsCheckpointStorage, FsOptions, MAX_INLINE_THRESHOLD,
 };

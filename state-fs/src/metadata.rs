@@ -5,13 +5,23 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 pub use state_api::SharedFile;
+use state_api::framing::{decode_body, frame, unframe};
+use state_api::keygroup::{DEFAULT_LOWER_BOUND_MAX_PARALLELISM, key_group_range_for_operator};
 use state_api::{
-    IncrementalKeyedHandle, KeyedSnapshotHandle, OperatorSnapshotHandle, Result, StateError, StreamHandle,
+    IncrementalKeyedHandle, JobSnapshot, KeyedSnapshotHandle, OperatorId, OperatorSnapshotHandle, Result, StateError,
+    StreamHandle, SubtaskState,
 };
 
 const MAGIC: [u8; 8] = *b"\x89RSMETA\n";
 const REGISTRY_MAGIC: [u8; 8] = *b"\x89RSSREG\n";
-const VERSION: u32 = 1;
+/// The `_metadata` version written: 2 (operators, subtasks). Version 1 (flat lists of
+/// one operator's handles) is still read.
+const VERSION: u32 = 2;
+const REGISTRY_VERSION: u32 = 1;
+
+/// The operator id that the state of a version-1 `_metadata` (one operator, no ids) is
+/// given when it is read; [`JobSnapshot::rename_operator`] maps it to the job's own.
+pub const LEGACY_OPERATOR_ID: &str = "legacy";
 
 /// Whether a snapshot is a checkpoint (owned by the storage, subject to retention) or a
 /// savepoint (owned by the user, self-contained, never deleted).
@@ -23,7 +33,9 @@ pub enum SnapshotKind {
     Savepoint,
 }
 
-/// Everything needed to restore a checkpoint or savepoint.
+/// Everything needed to restore a checkpoint or savepoint of a whole job: per operator,
+/// its parallelism, max parallelism and every subtask's handles and engine data
+/// ([`JobSnapshot`]), plus job-level engine data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMetadata {
     /// The checkpoint id.
@@ -34,23 +46,119 @@ pub struct CheckpointMetadata {
     pub kind: SnapshotKind,
     /// When the checkpoint was triggered (milliseconds since the epoch).
     pub timestamp_millis: i64,
-    /// Keyed state of every subtask (canonical format).
-    pub keyed: Vec<KeyedSnapshotHandle>,
-    /// Keyed state of every subtask (incremental, backend-native).
-    pub incremental: Vec<IncrementalKeyedHandle>,
-    /// Operator state of every subtask.
-    pub operator: Vec<OperatorSnapshotHandle>,
-    /// Timers of every subtask (canonical format, written by `state-timers`).
-    pub timers: Vec<KeyedSnapshotHandle>,
-    /// Shared files this checkpoint references.
-    pub shared: Vec<SharedFile>,
-    /// Engine data (source positions, timers, ...), by name.
-    pub extra: BTreeMap<String, Vec<u8>>,
+    /// Every operator's state and the job's engine data.
+    pub snapshot: JobSnapshot,
+}
+
+/// The version-1 layout: one operator's handles in flat lists.
+#[derive(Deserialize)]
+struct MetadataV1 {
+    checkpoint_id: u64,
+    job_id: String,
+    kind: SnapshotKind,
+    timestamp_millis: i64,
+    keyed: Vec<KeyedSnapshotHandle>,
+    incremental: Vec<IncrementalKeyedHandle>,
+    operator: Vec<OperatorSnapshotHandle>,
+    timers: Vec<KeyedSnapshotHandle>,
+    #[allow(dead_code)]
+    shared: Vec<SharedFile>,
+    extra: BTreeMap<String, Vec<u8>>,
+}
+
+impl MetadataV1 {
+    /// The v1 state as operator [`LEGACY_OPERATOR_ID`]: subtasks are told apart by their
+    /// key-group ranges (and operator-state subtask indexes), the max parallelism is the
+    /// incremental handles' or the end of the key-group ranges.
+    fn upgrade(self, name: &str) -> Result<CheckpointMetadata> {
+        let corrupt = |detail: String| StateError::Corrupt {
+            source_name: name.to_string(),
+            section: "checkpoint metadata (version 1)".into(),
+            detail,
+        };
+        let keyed_ranges = self
+            .keyed
+            .iter()
+            .chain(&self.timers)
+            .map(|h| h.key_group_range)
+            .chain(self.incremental.iter().map(|h| h.key_group_range))
+            .filter(|r| !r.is_empty());
+        let mut ranges: Vec<_> = keyed_ranges.collect();
+        ranges.sort_by_key(|r| (r.start(), r.end()));
+        ranges.dedup();
+        let max_parallelism = match self.incremental.first() {
+            Some(h) => h.max_parallelism,
+            None => ranges
+                .iter()
+                .map(|r| r.end() + 1)
+                .max()
+                .unwrap_or(DEFAULT_LOWER_BOUND_MAX_PARALLELISM),
+        };
+        let op_subtasks = self.operator.iter().map(|h| h.subtask_index + 1).max().unwrap_or(0);
+        let parallelism = u32::try_from(ranges.len()).unwrap_or(u32::MAX).max(op_subtasks).max(1);
+        let mut subtasks: Vec<SubtaskState> = Vec::new();
+        for i in 0..parallelism {
+            let own = key_group_range_for_operator(max_parallelism, parallelism, i)
+                .map_err(|e| corrupt(format!("cannot map its state to subtasks: {e}")))?;
+            let mine = |r: &state_api::KeyGroupRange| !r.is_empty() && r.intersection(&own) == *r;
+            subtasks.push(SubtaskState {
+                keyed: self
+                    .keyed
+                    .iter()
+                    .filter(|h| mine(&h.key_group_range))
+                    .cloned()
+                    .collect(),
+                incremental: self
+                    .incremental
+                    .iter()
+                    .filter(|h| mine(&h.key_group_range))
+                    .cloned()
+                    .collect(),
+                operator: self.operator.iter().filter(|h| h.subtask_index == i).cloned().collect(),
+                timers: self
+                    .timers
+                    .iter()
+                    .filter(|h| mine(&h.key_group_range))
+                    .cloned()
+                    .collect(),
+                engine: BTreeMap::new(),
+            });
+        }
+        let placed: usize = subtasks
+            .iter()
+            .map(|s| s.keyed.len() + s.incremental.len() + s.operator.len() + s.timers.len())
+            .sum();
+        if placed != self.keyed.len() + self.incremental.len() + self.operator.len() + self.timers.len() {
+            return Err(corrupt(format!(
+                "its handles do not fit {parallelism} subtask(s) of max parallelism {max_parallelism}"
+            )));
+        }
+        let mut snapshot = JobSnapshot {
+            operators: Vec::new(),
+            engine: self.extra,
+        };
+        let op = OperatorId::new(LEGACY_OPERATOR_ID)?;
+        for (i, state) in subtasks.into_iter().enumerate() {
+            snapshot.add_subtask(&op, parallelism, max_parallelism, i as u32, state)?;
+        }
+        Ok(CheckpointMetadata {
+            checkpoint_id: self.checkpoint_id,
+            job_id: self.job_id,
+            kind: self.kind,
+            timestamp_millis: self.timestamp_millis,
+            snapshot,
+        })
+    }
 }
 
 impl CheckpointMetadata {
-    /// Empty metadata for checkpoint `checkpoint_id` of `job_id`.
+    /// Empty metadata for checkpoint `checkpoint_id` of `job_id`, stamped now.
     pub fn new(job_id: &str, checkpoint_id: u64, kind: SnapshotKind) -> Self {
+        Self::with_snapshot(job_id, checkpoint_id, kind, JobSnapshot::default())
+    }
+
+    /// Metadata for `snapshot` as checkpoint `checkpoint_id` of `job_id`, stamped now.
+    pub fn with_snapshot(job_id: &str, checkpoint_id: u64, kind: SnapshotKind, snapshot: JobSnapshot) -> Self {
         CheckpointMetadata {
             checkpoint_id,
             job_id: job_id.to_string(),
@@ -59,46 +167,33 @@ impl CheckpointMetadata {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
-            keyed: Vec::new(),
-            incremental: Vec::new(),
-            operator: Vec::new(),
-            timers: Vec::new(),
-            shared: Vec::new(),
-            extra: BTreeMap::new(),
+            snapshot,
         }
+    }
+
+    /// Adds subtask `index` of `operator` (see [`JobSnapshot::add_subtask`]).
+    pub fn add_subtask(
+        &mut self,
+        operator: &OperatorId,
+        parallelism: u32,
+        max_parallelism: u32,
+        index: u32,
+        state: SubtaskState,
+    ) -> Result<()> {
+        self.snapshot
+            .add_subtask(operator, parallelism, max_parallelism, index, state)
     }
 
     /// Every exclusive stream handle (keyed, operator, timers, private files of
-    /// incremental snapshots).
+    /// incremental snapshots) of every subtask.
     pub fn streams(&self) -> impl Iterator<Item = &StreamHandle> {
-        self.keyed
-            .iter()
-            .map(|h| &h.stream)
-            .chain(self.operator.iter().map(|h| &h.stream))
-            .chain(self.timers.iter().map(|h| &h.stream))
-            .chain(
-                self.incremental
-                    .iter()
-                    .flat_map(|h| h.private_files.iter().map(|f| &f.stream)),
-            )
+        self.snapshot.exclusive_streams()
     }
 
-    /// Adds an incremental snapshot; its data files become shared-file references of
-    /// this checkpoint (reference-counted by the storage's registry).
-    pub fn add_incremental(&mut self, handle: IncrementalKeyedHandle) {
-        for f in &handle.shared_files {
-            if let StreamHandle::File { path, size, crc32c } = &f.stream {
-                let shared = SharedFile {
-                    path: path.clone(),
-                    size: *size,
-                    crc32c: *crc32c,
-                };
-                if !self.shared.contains(&shared) {
-                    self.shared.push(shared);
-                }
-            }
-        }
-        self.incremental.push(handle);
+    /// The shared files this checkpoint references (reference-counted by the storage's
+    /// registry), once each.
+    pub fn shared(&self) -> Vec<SharedFile> {
+        self.snapshot.shared_files()
     }
 
     /// Paths of every file the metadata references (exclusive and shared).
@@ -110,7 +205,7 @@ impl CheckpointMetadata {
                 StreamHandle::Inline { .. } => None,
             })
             .collect();
-        out.extend(self.shared.iter().map(|s| s.path.clone()));
+        out.extend(self.shared().into_iter().map(|s| s.path));
         out.sort();
         out.dedup();
         out
@@ -118,17 +213,27 @@ impl CheckpointMetadata {
 
     /// Bytes of state: inline and in files.
     pub fn state_size(&self) -> u64 {
-        self.streams().map(StreamHandle::size).sum::<u64>() + self.shared.iter().map(|s| s.size).sum::<u64>()
+        self.snapshot.state_size()
     }
 
-    /// Encodes: magic, version, length, postcard body, CRC32C.
+    /// Encodes (version 2): magic, version, length, postcard body, CRC32C.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        frame(&MAGIC, self, "checkpoint metadata")
+        frame(&MAGIC, VERSION, self, "checkpoint metadata")
     }
 
-    /// Decodes and verifies; `name` names the file in errors.
+    /// Decodes and verifies version 1 or 2; `name` names the file in errors. The
+    /// operators are validated: an operator or subtask twice, a subtask index not below
+    /// the parallelism, handles outside a subtask's key groups are
+    /// [`StateError::InvalidCheckpoint`] errors naming them.
     pub fn decode(bytes: &[u8], name: &str) -> Result<Self> {
-        unframe(&MAGIC, bytes, name, "checkpoint metadata")
+        let (version, body) = unframe(&MAGIC, VERSION, bytes, name, "checkpoint metadata")?;
+        let meta = if version == 1 {
+            decode_body::<MetadataV1>(body, name, "checkpoint metadata")?.upgrade(name)?
+        } else {
+            decode_body::<CheckpointMetadata>(body, name, "checkpoint metadata")?
+        };
+        meta.snapshot.validate()?;
+        Ok(meta)
     }
 }
 
@@ -178,72 +283,16 @@ impl SharedRegistry {
 
     /// Encodes like the metadata.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        frame(&REGISTRY_MAGIC, self, "shared registry")
+        frame(&REGISTRY_MAGIC, REGISTRY_VERSION, self, "shared registry")
     }
 
     /// Decodes and verifies.
     pub fn decode(bytes: &[u8], name: &str) -> Result<Self> {
-        unframe(&REGISTRY_MAGIC, bytes, name, "shared registry")
+        {
+            let (_, body) = unframe(&REGISTRY_MAGIC, REGISTRY_VERSION, bytes, name, "shared registry")?;
+            decode_body(body, name, "shared registry")
+        }
     }
-}
-
-fn frame<T: Serialize>(magic: &[u8; 8], value: &T, what: &'static str) -> Result<Vec<u8>> {
-    let body = postcard::to_stdvec(value).map_err(|e| StateError::Serialization {
-        name: what.into(),
-        role: "body",
-        detail: e.to_string(),
-    })?;
-    let mut out = Vec::with_capacity(body.len() + 24);
-    out.extend_from_slice(magic);
-    out.extend_from_slice(&VERSION.to_be_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    Ok(out)
-}
-
-fn unframe<T: serde::de::DeserializeOwned>(magic: &[u8; 8], bytes: &[u8], name: &str, what: &str) -> Result<T> {
-    let corrupt = |detail: String| StateError::Corrupt {
-        source_name: name.to_string(),
-        section: what.to_string(),
-        detail,
-    };
-    if bytes.len() < 20 {
-        return Err(StateError::Truncated {
-            source_name: name.to_string(),
-            section: what.to_string(),
-        });
-    }
-    if bytes[..8] != magic[..] {
-        return Err(corrupt("wrong magic bytes (not a file of this kind)".into()));
-    }
-    let version = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version == 0 || version > VERSION {
-        return Err(StateError::UnsupportedVersion {
-            source_name: name.to_string(),
-            found: version,
-            supported: VERSION,
-        });
-    }
-    let mut len_bytes = [0u8; 8];
-    len_bytes.copy_from_slice(&bytes[12..20]);
-    let len = u64::from_be_bytes(len_bytes);
-    let end = usize::try_from(len).ok().and_then(|l| l.checked_add(20));
-    let Some(end) = end.filter(|&e| e.checked_add(4).is_some_and(|t| t <= bytes.len())) else {
-        return Err(StateError::Truncated {
-            source_name: name.to_string(),
-            section: what.to_string(),
-        });
-    };
-    if end + 4 != bytes.len() {
-        return Err(corrupt(format!("{} bytes after the end", bytes.len() - end - 4)));
-    }
-    let body = &bytes[20..end];
-    let crc = u32::from_be_bytes([bytes[end], bytes[end + 1], bytes[end + 2], bytes[end + 3]]);
-    if crc32c::crc32c(body) != crc {
-        return Err(corrupt("checksum mismatch".into()));
-    }
-    postcard::from_bytes(body).map_err(|e| corrupt(format!("does not decode: {e}")))
 }
 
 #[cfg(test)]
@@ -252,12 +301,29 @@ mod tests {
 
     fn sample() -> CheckpointMetadata {
         let mut m = CheckpointMetadata::new("job", 3, SnapshotKind::Checkpoint);
-        m.shared.push(SharedFile {
-            path: "shared/a.sst".into(),
-            size: 10,
-            crc32c: 1,
-        });
-        m.extra.insert("source".into(), vec![1, 2, 3]);
+        let state = SubtaskState {
+            incremental: vec![IncrementalKeyedHandle {
+                checkpoint_id: 3,
+                key_group_range: state_api::KeyGroupRange::new(0, 63),
+                max_parallelism: 128,
+                key_type: "u64".into(),
+                states: Vec::new(),
+                shared_files: vec![state_api::SnapshotFile {
+                    local_name: "000001.sst".into(),
+                    stream: StreamHandle::File {
+                        path: "shared/a.sst".into(),
+                        size: 10,
+                        crc32c: 1,
+                    },
+                }],
+                private_files: Vec::new(),
+            }],
+            engine: [("offset".to_string(), vec![9])].into(),
+            ..SubtaskState::default()
+        };
+        m.add_subtask(&OperatorId::new("op").unwrap(), 2, 128, 0, state)
+            .unwrap();
+        m.snapshot.engine.insert("source".into(), vec![1, 2, 3]);
         m
     }
 

@@ -99,7 +99,7 @@ struct Inner {
 /// Clones share everything.
 ///
 /// ```
-/// use state_api::{BackendContext, KeyedStateBackend, ValueStateDescriptor};
+/// use state_api::{BackendContext, KeyedStateBackend, OperatorId, SubtaskState, ValueStateDescriptor};
 /// use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 /// use state_heap::HeapKeyedStateBackend;
 ///
@@ -113,13 +113,18 @@ struct Inner {
 ///
 /// // Checkpoint 1: write the state, then complete it (writes `_metadata` last, atomically).
 /// let mut meta = CheckpointMetadata::new("my-job", 1, SnapshotKind::Checkpoint);
-/// meta.keyed.push(backend.snapshot(1)?.run(&storage)?);
+/// let state = SubtaskState { keyed: vec![backend.snapshot(1)?.run(&storage)?], ..Default::default() };
+/// meta.add_subtask(&OperatorId::new("counter")?, 1, 128, 0, state)?;
 /// storage.complete_checkpoint(meta)?;
 ///
 /// // After a restart: find the latest completed checkpoint and restore from it.
 /// let storage = FsCheckpointStorage::open(dir.to_str().unwrap(), "my-job", FsOptions::default())?;
 /// let latest = storage.latest_checkpoint()?.expect("a completed checkpoint");
-/// let mut restored = HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &latest.keyed, &storage)?;
+/// let mut restored = HeapKeyedStateBackend::<u64>::restore(
+///     &BackendContext::single(128),
+///     &latest.snapshot.operator("counter").unwrap().keyed(),
+///     &storage,
+/// )?;
 /// let count = restored.register(ValueStateDescriptor::<u64>::new("count"))?;
 /// restored.set_current_key(&1)?;
 /// assert_eq!(restored.value(&count).get()?, Some(41));
@@ -251,7 +256,7 @@ impl FsCheckpointStorage {
         self.state().registry.ref_count(path)
     }
 
-    fn is_savepoint(&self) -> bool {
+    pub(crate) fn is_savepoint(&self) -> bool {
         matches!(self.inner.mode, Mode::Savepoint)
     }
 
@@ -289,7 +294,7 @@ impl FsCheckpointStorage {
         let mut derived = SharedRegistry::default();
         for id in &completed {
             let meta = self.load_checkpoint(*id)?;
-            derived.register(*id, meta.shared.into_iter().map(|s| s.path));
+            derived.register(*id, meta.shared().into_iter().map(|s| s.path));
         }
         let registry_path = self.full(REGISTRY);
         let persisted = match store.size(&registry_path)? {
@@ -302,18 +307,38 @@ impl FsCheckpointStorage {
             }
             self.write_atomically(&registry_path, derived.encode()?)?;
         }
-        for name in store.list(&self.full(SHARED_DIR))? {
-            let rel = format!("{SHARED_DIR}{name}");
-            if !name.ends_with('/') && !derived.is_referenced(&rel) {
-                tracing::info!(path = %rel, "removing unreferenced shared file");
-                store.delete(&self.full(&rel))?;
-            }
-        }
+        self.remove_unreferenced_shared(&derived)?;
         *self.state() = JobState {
             registry: derived,
             completed,
         };
         Ok(())
+    }
+
+    /// Deletes every file in `shared/` that `registry` does not reference.
+    pub(crate) fn remove_unreferenced_shared(&self, registry: &SharedRegistry) -> Result<()> {
+        let store = &self.inner.store;
+        for name in store.list(&self.full(SHARED_DIR))? {
+            let rel = format!("{SHARED_DIR}{name}");
+            if !name.ends_with('/') && !registry.is_referenced(&rel) {
+                tracing::info!(path = %rel, "removing unreferenced shared file");
+                store.delete(&self.full(&rel))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy of the shared-file registry of the retained checkpoints.
+    pub(crate) fn registry(&self) -> SharedRegistry {
+        self.state().registry.clone()
+    }
+
+    /// The job this storage holds checkpoints of (`None` for a savepoint storage).
+    pub fn job_id(&self) -> Option<&str> {
+        match &self.inner.mode {
+            Mode::Job { job_id } => Some(job_id),
+            Mode::Savepoint => None,
+        }
     }
 
     /// Writes `bytes` so that `path` appears complete or not at all: write-then-rename
@@ -336,6 +361,7 @@ impl FsCheckpointStorage {
     /// checkpoint intact and this one incomplete.
     pub fn complete_checkpoint(&self, meta: CheckpointMetadata) -> Result<CompletedCheckpoint> {
         let started = Instant::now();
+        meta.snapshot.validate()?;
         let id = meta.checkpoint_id;
         match &self.inner.mode {
             Mode::Job { job_id } if *job_id != meta.job_id => {
@@ -368,7 +394,7 @@ impl FsCheckpointStorage {
                 files += 1;
             }
         }
-        for shared in &meta.shared {
+        for shared in &meta.shared() {
             self.check_file(&shared.path, shared.size)?;
             files += 1;
         }
@@ -421,7 +447,7 @@ impl FsCheckpointStorage {
         let id = meta.checkpoint_id;
         let store = &self.inner.store;
         let mut state = self.state();
-        state.registry.register(id, meta.shared.iter().map(|s| s.path.clone()));
+        state.registry.register(id, meta.shared().into_iter().map(|s| s.path));
         state.completed.push(id);
         let excess = state
             .completed

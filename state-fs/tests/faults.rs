@@ -27,7 +27,7 @@ fn setup() -> (tempfile::TempDir, FsCheckpointStorage, Arc<common::Faults>) {
     let storage = FsCheckpointStorage::with_store(store, "job", FsOptions::default()).unwrap();
     let mut b = backend(3000, 0);
     let mut m = CheckpointMetadata::new("job", 1, SnapshotKind::Checkpoint);
-    m.keyed.push(b.snapshot(1).unwrap().run(&storage).unwrap());
+    common::add_keyed(&mut m, b.snapshot(1).unwrap().run(&storage).unwrap());
     storage.complete_checkpoint(m).unwrap();
     (dir, storage, faults)
 }
@@ -47,7 +47,7 @@ fn write_error_mid_checkpoint_keeps_the_previous_checkpoint() {
     // The next successful checkpoint removes the leftovers of checkpoint 2.
     *faults.fail_writes.lock().unwrap() = None;
     let mut m = CheckpointMetadata::new("job", 3, SnapshotKind::Checkpoint);
-    m.keyed.push(b.snapshot(3).unwrap().run(&storage).unwrap());
+    common::add_keyed(&mut m, b.snapshot(3).unwrap().run(&storage).unwrap());
     storage.complete_checkpoint(m).unwrap();
     assert!(!tree(&dir.path().join("job")).iter().any(|f| f.starts_with("chk-2/")));
     assert_restores(&storage, 3, 1000);
@@ -58,8 +58,8 @@ fn partial_upload_is_refused_at_completion() {
     let (dir, storage, _faults) = setup();
     let mut b = backend(3000, 1000);
     let mut m = CheckpointMetadata::new("job", 2, SnapshotKind::Checkpoint);
-    m.keyed.push(b.snapshot(2).unwrap().run(&storage).unwrap());
-    let StreamHandle::File { path, .. } = m.keyed[0].stream.clone() else {
+    common::add_keyed(&mut m, b.snapshot(2).unwrap().run(&storage).unwrap());
+    let StreamHandle::File { path, .. } = m.snapshot.operators[0].subtasks[0].state.keyed[0].stream.clone() else {
         unreachable!()
     };
     // The upload ended short (as a killed multipart upload would leave it).
@@ -86,7 +86,7 @@ fn failed_metadata_write_leaves_no_completed_checkpoint() {
     *faults.fail_put.lock().unwrap() = Some("chk-2/_metadata".into());
     let mut b = backend(3000, 1000);
     let mut m = CheckpointMetadata::new("job", 2, SnapshotKind::Checkpoint);
-    m.keyed.push(b.snapshot(2).unwrap().run(&storage).unwrap());
+    common::add_keyed(&mut m, b.snapshot(2).unwrap().run(&storage).unwrap());
     let err = storage.complete_checkpoint(m).unwrap_err();
     assert!(err.to_string().contains("chk-2/_metadata"), "{err}");
     assert_eq!(storage.completed_checkpoints(), vec![1]);
@@ -99,7 +99,7 @@ fn failed_metadata_write_leaves_no_completed_checkpoint() {
 fn missing_and_corrupted_files_at_restore_are_typed_errors() {
     let (dir, storage, _faults) = setup();
     let meta = storage.latest_checkpoint().unwrap().unwrap();
-    let StreamHandle::File { path, .. } = &meta.keyed[0].stream else {
+    let StreamHandle::File { path, .. } = &meta.snapshot.operators[0].subtasks[0].state.keyed[0].stream else {
         unreachable!()
     };
     let p = dir.path().join("job").join(path);
@@ -108,13 +108,23 @@ fn missing_and_corrupted_files_at_restore_are_typed_errors() {
     let at = bad.len() / 3;
     bad[at] ^= 0x40;
     std::fs::write(&p, &bad).unwrap();
-    let err = HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &meta.keyed, &storage).unwrap_err();
+    let err = HeapKeyedStateBackend::<u64>::restore(
+        &BackendContext::single(128),
+        &meta.snapshot.operators[0].keyed(),
+        &storage,
+    )
+    .unwrap_err();
     assert!(
         matches!(err, StateError::Corrupt { .. }) && err.to_string().contains(path.as_str()),
         "{err}"
     );
     std::fs::remove_file(&p).unwrap();
-    let err = HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &meta.keyed, &storage).unwrap_err();
+    let err = HeapKeyedStateBackend::<u64>::restore(
+        &BackendContext::single(128),
+        &meta.snapshot.operators[0].keyed(),
+        &storage,
+    )
+    .unwrap_err();
     assert!(
         matches!(err, StateError::Io { .. }) && err.to_string().contains(path.as_str()),
         "{err}"

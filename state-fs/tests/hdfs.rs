@@ -3,6 +3,8 @@
 //! --ignored`. CI builds this file under the feature; no cluster is reachable there.
 #![cfg(feature = "hdfs")]
 
+mod common;
+
 use state_api::{BackendContext, KeyedStateBackend, ValueStateDescriptor};
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 use state_heap::HeapKeyedStateBackend;
@@ -28,11 +30,16 @@ fn hdfs_checkpoint_round_trip() {
         b.value(&v).update(k * 2).unwrap();
     }
     let mut meta = CheckpointMetadata::new(&job, 1, SnapshotKind::Checkpoint);
-    meta.keyed.push(b.snapshot(1).unwrap().run(&storage).unwrap());
+    common::add_keyed(&mut meta, b.snapshot(1).unwrap().run(&storage).unwrap());
     storage.complete_checkpoint(meta).unwrap();
     let reopened = FsCheckpointStorage::open(&uri, &job, FsOptions::default()).unwrap();
     let latest = reopened.latest_checkpoint().unwrap().unwrap();
-    let mut r = HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &latest.keyed, &reopened).unwrap();
+    let mut r = HeapKeyedStateBackend::<u64>::restore(
+        &BackendContext::single(128),
+        &latest.snapshot.operators[0].keyed(),
+        &reopened,
+    )
+    .unwrap();
     let v = r.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
     r.set_current_key(&500).unwrap();
     assert_eq!(r.value(&v).get().unwrap(), Some(1000));

@@ -5,7 +5,9 @@
 mod common;
 
 use common::{LocalFs, tree};
-use state_api::{BackendContext, CheckpointStorage, KeyedStateBackend, StateError, StreamHandle};
+use state_api::{
+    BackendContext, CheckpointStorage, KeyedStateBackend, OperatorId, StateError, StreamHandle, SubtaskState,
+};
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SharedFile, SnapshotKind};
 use state_heap::HeapKeyedStateBackend;
 
@@ -19,7 +21,7 @@ fn check(storage: &FsCheckpointStorage, meta: &CheckpointMetadata, n: u64, base:
 
 fn checkpoint(storage: &FsCheckpointStorage, id: u64, b: &mut HeapKeyedStateBackend<u64>) -> CheckpointMetadata {
     let mut meta = CheckpointMetadata::new("job", id, SnapshotKind::Checkpoint);
-    meta.keyed.push(b.snapshot(id).unwrap().run(storage).unwrap());
+    common::add_keyed(&mut meta, b.snapshot(id).unwrap().run(storage).unwrap());
     meta
 }
 
@@ -29,7 +31,10 @@ fn checkpoint_layout_completion_and_discovery_after_restart() {
     let mut b = backend_with(5000, 0);
     let meta = checkpoint(&fs.storage, 1, &mut b);
     assert!(
-        matches!(meta.keyed[0].stream, StreamHandle::File { .. }),
+        matches!(
+            meta.snapshot.operators[0].subtasks[0].state.keyed[0].stream,
+            StreamHandle::File { .. }
+        ),
         "5000 entries exceed the inline threshold"
     );
     // Before completion the checkpoint does not exist.
@@ -76,7 +81,9 @@ fn small_state_is_inlined_into_the_metadata() {
     let fs = LocalFs::new(FsOptions::default());
     let mut b = backend_with(10, 0);
     let meta = checkpoint(&fs.storage, 1, &mut b);
-    assert!(matches!(&meta.keyed[0].stream, StreamHandle::Inline { bytes } if bytes.len() < 20 * 1024));
+    assert!(
+        matches!(&meta.snapshot.operators[0].subtasks[0].state.keyed[0].stream, StreamHandle::Inline { bytes } if bytes.len() < 20 * 1024)
+    );
     fs.storage.complete_checkpoint(meta).unwrap();
     assert_eq!(
         tree(&fs.job_dir),
@@ -96,7 +103,10 @@ fn small_state_is_inlined_into_the_metadata() {
     ));
     let zero = LocalFs::files_only();
     let meta = checkpoint(&zero.storage, 1, &mut b);
-    assert!(matches!(meta.keyed[0].stream, StreamHandle::File { .. }));
+    assert!(matches!(
+        meta.snapshot.operators[0].subtasks[0].state.keyed[0].stream,
+        StreamHandle::File { .. }
+    ));
 }
 
 #[test]
@@ -156,12 +166,14 @@ fn retention_keeps_n_checkpoints_and_deletes_unreferenced_shared_files() {
             .unwrap();
         all_shared.extend(uploaded.clone());
         let mut meta = checkpoint(&fs.storage, id, &mut b);
-        meta.shared = all_shared
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| (*i as u64) + 1 == id || i % 2 == 0)
-            .map(|(_, s)| s.clone())
-            .collect();
+        meta.snapshot.operators[0].subtasks[0].state.incremental = vec![common::shared_handle(
+            all_shared
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (*i as u64) + 1 == id || i % 2 == 0)
+                .map(|(_, s)| s.clone())
+                .collect(),
+        )];
         let done = fs.storage.complete_checkpoint(meta).unwrap();
         if id >= 3 {
             assert_eq!(done.subsumed, vec![id - 2]);
@@ -201,7 +213,7 @@ fn retention_keeps_n_checkpoints_and_deletes_unreferenced_shared_files() {
         .latest_checkpoint()
         .unwrap()
         .unwrap()
-        .shared
+        .shared()
         .into_iter()
         .enumerate()
         .map(|(i, s)| (s, local.path().join(format!("back-{i}"))))
@@ -244,7 +256,7 @@ fn savepoints_are_self_contained_relocatable_and_survive_retention() {
     let sp = FsCheckpointStorage::savepoint(root_s, "savepoint-1", FsOptions::default()).unwrap();
     let mut b = backend_with(3000, 7);
     let mut meta = CheckpointMetadata::new("job", 42, SnapshotKind::Savepoint);
-    meta.keyed.push(b.snapshot(42).unwrap().run(&sp).unwrap());
+    common::add_keyed(&mut meta, b.snapshot(42).unwrap().run(&sp).unwrap());
     assert!(
         sp.complete_checkpoint(CheckpointMetadata::new("job", 1, SnapshotKind::Checkpoint))
             .is_err()
@@ -272,7 +284,7 @@ fn damaged_files_are_typed_errors_naming_the_file() {
     let mut b = backend_with(2000, 0);
     let meta = checkpoint(&fs.storage, 1, &mut b);
     fs.storage.complete_checkpoint(meta.clone()).unwrap();
-    let StreamHandle::File { path, .. } = &meta.keyed[0].stream else {
+    let StreamHandle::File { path, .. } = &meta.snapshot.operators[0].subtasks[0].state.keyed[0].stream else {
         unreachable!()
     };
     // Corrupted state file: the section checksum catches it.
@@ -281,23 +293,31 @@ fn damaged_files_are_typed_errors_naming_the_file() {
     let mid = bad.len() / 2;
     bad[mid] ^= 1;
     std::fs::write(fs.job_dir.join(path), &bad).unwrap();
-    let err =
-        HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &meta.keyed, &fs.storage).unwrap_err();
+    let err = HeapKeyedStateBackend::<u64>::restore(
+        &BackendContext::single(128),
+        &meta.snapshot.operators[0].keyed(),
+        &fs.storage,
+    )
+    .unwrap_err();
     assert!(
         matches!(err, StateError::Corrupt { .. }) && err.to_string().contains(path.as_str()),
         "{err}"
     );
     assert!(
         fs.storage
-            .read_verified(&meta.keyed[0].stream)
+            .read_verified(&meta.snapshot.operators[0].subtasks[0].state.keyed[0].stream)
             .unwrap_err()
             .to_string()
             .contains(path.as_str())
     );
     // Missing file.
     std::fs::remove_file(fs.job_dir.join(path)).unwrap();
-    let err =
-        HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &meta.keyed, &fs.storage).unwrap_err();
+    let err = HeapKeyedStateBackend::<u64>::restore(
+        &BackendContext::single(128),
+        &meta.snapshot.operators[0].keyed(),
+        &fs.storage,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains(path.as_str()), "{err}");
     // Corrupted metadata.
     let md = fs.job_dir.join("chk-1/_metadata");
@@ -336,11 +356,17 @@ fn paths_never_escape_the_root() {
     assert!(path.starts_with("chk-1/") && !path.contains(".."), "{path}");
     // Metadata referencing a path outside the root is refused.
     let mut meta = CheckpointMetadata::new("job", 1, SnapshotKind::Checkpoint);
-    meta.shared.push(SharedFile {
+    let outside = SharedFile {
         path: "../../outside".into(),
         size: 1,
         crc32c: 0,
-    });
+    };
+    let state = SubtaskState {
+        incremental: vec![common::shared_handle(vec![outside])],
+        ..SubtaskState::default()
+    };
+    meta.add_subtask(&OperatorId::new("op").unwrap(), 1, 128, 0, state)
+        .unwrap();
     assert!(matches!(
         fs.storage.complete_checkpoint(meta),
         Err(StateError::Corrupt { .. })

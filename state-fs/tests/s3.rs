@@ -109,14 +109,19 @@ fn s3_checkpoint_restart_retention_and_savepoint() {
                 .unwrap(),
         );
         let mut meta = CheckpointMetadata::new("job", id, SnapshotKind::Checkpoint);
-        meta.keyed.push(b.snapshot(id).unwrap().run(&storage).unwrap());
-        assert!(matches!(meta.keyed[0].stream, StreamHandle::File { .. }));
+        common::add_keyed(&mut meta, b.snapshot(id).unwrap().run(&storage).unwrap());
+        assert!(matches!(
+            meta.snapshot.operators[0].subtasks[0].state.keyed[0].stream,
+            StreamHandle::File { .. }
+        ));
         // shared_path() keeps names file-safe: "3.sst" becomes "3_sst-<suffix>".
-        meta.shared = shared
-            .iter()
-            .filter(|s| s.path.contains("/1_sst-") || s.path.contains(&format!("/{id}_sst-")))
-            .cloned()
-            .collect();
+        meta.snapshot.operators[0].subtasks[0].state.incremental = vec![common::shared_handle(
+            shared
+                .iter()
+                .filter(|s| s.path.contains("/1_sst-") || s.path.contains(&format!("/{id}_sst-")))
+                .cloned()
+                .collect(),
+        )];
         storage.complete_checkpoint(meta).unwrap();
     }
     assert_eq!(storage.completed_checkpoints(), vec![3, 4]);
@@ -140,7 +145,7 @@ fn s3_checkpoint_restart_retention_and_savepoint() {
     assert_eq!(latest.checkpoint_id, 4);
     check(&reopened, &latest, 4000, 40_000);
     let back: Vec<_> = latest
-        .shared
+        .shared()
         .iter()
         .enumerate()
         .map(|(i, s)| (s.clone(), local.path().join(format!("b{i}"))))
@@ -150,7 +155,7 @@ fn s3_checkpoint_restart_retention_and_savepoint() {
     let sp = FsCheckpointStorage::savepoint(&uri, "savepoint-9", options(1024)).unwrap();
     let mut b = backend(500, 5);
     let mut meta = CheckpointMetadata::new("job", 9, SnapshotKind::Savepoint);
-    meta.keyed.push(b.snapshot(9).unwrap().run(&sp).unwrap());
+    common::add_keyed(&mut meta, b.snapshot(9).unwrap().run(&sp).unwrap());
     sp.complete_checkpoint(meta).unwrap();
     let sp2 = FsCheckpointStorage::savepoint(&uri, "savepoint-9", options(1024)).unwrap();
     check(&sp2, &sp2.latest_checkpoint().unwrap().unwrap(), 500, 5);

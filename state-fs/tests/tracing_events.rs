@@ -18,7 +18,7 @@ fn checkpoint(fs: &LocalFs) {
         b.value(&v).update(k).unwrap();
     }
     let mut meta = CheckpointMetadata::new("job", 1, SnapshotKind::Checkpoint);
-    meta.keyed.push(b.snapshot(1).unwrap().run(&fs.storage).unwrap());
+    common::add_keyed(&mut meta, b.snapshot(1).unwrap().run(&fs.storage).unwrap());
     fs.storage.complete_checkpoint(meta).unwrap();
     fs.storage.latest_checkpoint().unwrap();
 }

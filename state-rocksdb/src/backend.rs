@@ -893,6 +893,14 @@ impl<K: StateKey> KeyedStateBackend for RocksDbKeyedStateBackend<K> {
         Ok(out)
     }
 
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
+        self.confirm_checkpoint(checkpoint_id);
+    }
+
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        self.forget_checkpoint(checkpoint_id);
+    }
+
     fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<KeyedSnapshotHandle>> {
         // Synchronous part: a RocksDB checkpoint (memtable flush + hard links): cheap,
         // and a consistent image the asynchronous part reads while the task writes on.

@@ -26,7 +26,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// (memtable flush and hard links). The asynchronous part uploads the data files the
     /// last completed checkpoint did not have to the storage's shared area, and the small
     /// descriptor files (MANIFEST, CURRENT, OPTIONS) as files of this checkpoint. Call
-    /// [`Self::notify_checkpoint_complete`] or [`Self::notify_checkpoint_aborted`] after.
+    /// `notify_checkpoint_complete` or `notify_checkpoint_aborted` (trait methods) after.
     pub fn snapshot_incremental(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<IncrementalKeyedHandle>> {
         let (db, range, max_parallelism) = (&self.db, self.range, self.max_parallelism);
         let snap_dir = self.dir.join(format!(
@@ -65,7 +65,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
 
     /// Checkpoint `checkpoint_id` completed: its data files become the base that later
     /// incremental checkpoints reuse; earlier pending checkpoints are forgotten.
-    pub fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
+    pub(crate) fn confirm_checkpoint(&mut self, checkpoint_id: u64) {
         let Ok(mut pending) = self.pending.lock() else { return };
         if let Some(files) = pending.remove(&checkpoint_id) {
             self.confirmed = files.into_iter().map(|f| (f.local_name, f.stream)).collect();
@@ -74,7 +74,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     }
 
     /// Checkpoint `checkpoint_id` was aborted: its uploads are never reused.
-    pub fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+    pub(crate) fn forget_checkpoint(&mut self, checkpoint_id: u64) {
         if let Ok(mut pending) = self.pending.lock() {
             pending.remove(&checkpoint_id);
         }

@@ -2,11 +2,16 @@
 //! reuse of unchanged files, restore from each, rescaling, and no unreferenced file
 //! left in `shared/`.
 
+mod common;
+
+use common::shared_on_disk;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use state_api::keygroup::{key_group_for_key, operator_index_for_key_group};
-use state_api::{BackendContext, KeyedStateBackend, ManualClock, StateError, ValueStateDescriptor};
+use state_api::{
+    BackendContext, KeyedStateBackend, ManualClock, OperatorId, StateError, SubtaskState, ValueStateDescriptor,
+};
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 use state_rocksdb::{RocksDbConfig, RocksDbKeyedStateBackend};
 
@@ -16,16 +21,6 @@ fn ctx_for(parallelism: u32, index: u32) -> BackendContext {
     BackendContext::for_subtask(128, parallelism, index)
         .unwrap()
         .with_clock(Arc::new(ManualClock::new(0)))
-}
-
-fn shared_on_disk(root: &std::path::Path) -> BTreeSet<String> {
-    std::fs::read_dir(root.join("job/shared"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| format!("shared/{}", e.file_name().to_string_lossy()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn check(b: &mut RocksDbKeyedStateBackend<u64>, model: &BTreeMap<u64, u64>, parallelism: u32, index: u32) {
@@ -79,7 +74,12 @@ fn incremental_chain_with_retention_restores_and_leaves_no_unreferenced_file() {
         let h = b.snapshot_incremental(id).unwrap().run(&storage).unwrap();
         uploaded.push(storage.bytes_written() - before);
         let mut meta = CheckpointMetadata::new("job", id, SnapshotKind::Checkpoint);
-        meta.add_incremental(h);
+        let state = SubtaskState {
+            incremental: vec![h],
+            ..SubtaskState::default()
+        };
+        meta.add_subtask(&OperatorId::new("op").unwrap(), 1, 128, 0, state)
+            .unwrap();
         storage.complete_checkpoint(meta).unwrap();
         b.notify_checkpoint_complete(id);
 
@@ -89,7 +89,7 @@ fn incremental_chain_with_retention_restores_and_leaves_no_unreferenced_file() {
         let mut r = RocksDbKeyedStateBackend::<u64>::restore_incremental(
             &ctx_for(1, 0),
             RocksDbConfig::default(),
-            &latest.incremental,
+            &latest.snapshot.operators[0].incremental(),
             &storage,
         )
         .unwrap();
@@ -98,7 +98,7 @@ fn incremental_chain_with_retention_restores_and_leaves_no_unreferenced_file() {
         // shared/ holds exactly what the retained checkpoints reference.
         let mut referenced = BTreeSet::new();
         for cp in storage.completed_checkpoints() {
-            for f in storage.load_checkpoint(cp).unwrap().shared {
+            for f in storage.load_checkpoint(cp).unwrap().shared() {
                 referenced.insert(f.path);
             }
         }

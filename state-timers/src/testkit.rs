@@ -380,6 +380,270 @@ pub fn service_windowed_aggregation_survives_rescaling<H: TimerHarness>(h: &H) {
     assert_eq!(results, reference);
 }
 
+const JOB_KEYS: u64 = 300;
+
+/// What one subtask of the test job holds, read back after a restore.
+struct SubtaskView {
+    range: state_api::KeyGroupRange,
+    values: BTreeMap<u64, u64>,
+    timers: Vec<(i64, u64)>,
+    offsets: Vec<u64>,
+    names: Vec<String>,
+    config: Vec<(u32, String)>,
+}
+
+/// Runs every subtask of `plan` (restoring what it assigns), checks what each holds,
+/// then checkpoints the whole job through a coordinator as checkpoint `id` with the
+/// subtasks acknowledging from threads of their own, in shuffled order. Returns the
+/// completed snapshot and what each subtask held, per operator.
+fn run_job<H: TimerHarness>(
+    h: &H,
+    storage: &MemFiles,
+    plan: &state_api::JobAssignment,
+    id: u64,
+    fresh: bool,
+) -> (state_api::JobSnapshot, BTreeMap<String, Vec<SubtaskView>>) {
+    use state_api::{
+        Acknowledgement, CheckpointCoordinator, CoordinatorConfig, InMemoryCheckpointStore, OperatorSpec,
+        OperatorStateBackend, SubtaskState,
+    };
+    let specs: Vec<OperatorSpec> = plan
+        .operators
+        .iter()
+        .map(|(op, subs)| OperatorSpec::new(op.as_str(), subs.len() as u32, MAX_P).unwrap())
+        .collect();
+    let store = Arc::new(InMemoryCheckpointStore::new(1));
+    let coordinator = CheckpointCoordinator::new(&specs, store.clone(), CoordinatorConfig::default())
+        .unwrap()
+        .resume_after(id - 1);
+    coordinator.trigger(id).unwrap();
+    let mut views: BTreeMap<String, Vec<SubtaskView>> = BTreeMap::new();
+    let mut parts = Vec::new();
+    for (op_index, (op, subs)) in plan.operators.iter().enumerate() {
+        for a in subs {
+            let ctx = a.context();
+            let mut b = if fresh {
+                h.backend(&ctx)
+            } else {
+                h.backend_restored(&ctx, &a.keyed, storage)
+            };
+            let mut s = service(h, &mut b, Arc::new(ManualClock::new(0)));
+            let mut ops = if fresh {
+                state_api::DefaultOperatorStateBackend::new(a.index)
+            } else {
+                a.restore_operator_state(storage).unwrap()
+            };
+            if !fresh {
+                s.restore(&mut b, &a.timers, storage).unwrap();
+            }
+            let count = b.register(ValueStateDescriptor::<u64>::new("count")).unwrap();
+            let offsets = ops.list_state::<u64>("offsets").unwrap();
+            let names = ops.union_list_state::<String>("names").unwrap();
+            let config = ops.broadcast_state::<u32, String>("config").unwrap();
+            if fresh {
+                let factor = op_index as u64 + 1;
+                for key in 0..JOB_KEYS {
+                    let kg = state_api::keygroup::key_group_for_key(&key, MAX_P).unwrap();
+                    if ctx.key_group_range.contains(kg) {
+                        b.set_current_key(&key).unwrap();
+                        b.value(&count).update(key * factor).unwrap();
+                        let ts = 1000 * factor as i64 + key as i64;
+                        s.register_event_time_timer(&mut b, &(ts - 10, ts), ts).unwrap();
+                    }
+                }
+                for j in 0..u64::from(a.index) + 2 {
+                    ops.list_add(&offsets, 10_000 * factor + 100 * u64::from(a.index) + j)
+                        .unwrap();
+                }
+                ops.list_add(&names, format!("{op}-{}", a.index)).unwrap();
+                ops.broadcast_put(&config, 1, format!("{op}-config")).unwrap();
+            }
+            // What the subtask holds (keys from the backend, timers by a pinned copy).
+            let mut values = BTreeMap::new();
+            for key in b.keys(&count).unwrap() {
+                b.set_current_key(&key).unwrap();
+                values.insert(key, b.value(&count).get().unwrap().unwrap());
+            }
+            let timer_handle = s.snapshot(&mut b, id).unwrap();
+            let state_handle = b.snapshot(id).unwrap();
+            let op_handle = ops.snapshot(id).unwrap();
+            let mut config_entries = ops.broadcast_entries(&config).unwrap();
+            config_entries.sort();
+            views.entry(op.to_string()).or_default().push(SubtaskView {
+                range: ctx.key_group_range,
+                values,
+                timers: Vec::new(),
+                offsets: ops.list_get(&offsets).unwrap(),
+                names: ops.list_get(&names).unwrap(),
+                config: config_entries,
+            });
+            parts.push((op.clone(), a.index, state_handle, timer_handle, op_handle, b, s));
+        }
+    }
+    // Asynchronous parts on threads of their own, acknowledging in shuffled order.
+    let mut rng = SplitMix64(id);
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut slots: Vec<Option<_>> = parts.into_iter().map(Some).collect();
+    let mut holders = Vec::new();
+    std::thread::scope(|scope| {
+        let mut joins = Vec::new();
+        for i in order {
+            let (op, index, state_handle, timer_handle, op_handle, b, s) = slots[i].take().unwrap();
+            holders.push((op.clone(), index, b, s));
+            let coordinator = &coordinator;
+            joins.push(scope.spawn(move || {
+                let state = SubtaskState {
+                    keyed: vec![state_handle.run(storage).unwrap()],
+                    timers: vec![timer_handle.run(storage).unwrap()],
+                    operator: vec![op_handle.run(storage).unwrap()],
+                    ..SubtaskState::default()
+                };
+                coordinator
+                    .acknowledge(Acknowledgement {
+                        checkpoint_id: id,
+                        operator: op,
+                        subtask: index,
+                        state,
+                    })
+                    .unwrap()
+            }));
+        }
+        let outcomes: Vec<_> = joins.into_iter().map(|j| j.join().unwrap()).collect();
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o == state_api::AckOutcome::Completed)
+                .count(),
+            1,
+            "exactly one acknowledgement completes the checkpoint"
+        );
+    });
+    // Fire every subtask's timers: each must be in its key groups.
+    for (op, index, mut b, mut s) in holders {
+        let view = &mut views.get_mut(op.as_str()).unwrap()[index as usize];
+        view.timers = fire::<H>(&mut b, &mut s, i64::MAX);
+        for (_, key) in &view.timers {
+            let kg = state_api::keygroup::key_group_for_key(key, MAX_P).unwrap();
+            assert!(view.range.contains(kg), "{op}/{index} fired a timer of key group {kg}");
+        }
+    }
+    let (completed, snapshot) = store.latest().unwrap();
+    assert_eq!(completed, id);
+    assert_eq!(coordinator.latest_completed(), Some(id));
+    (snapshot, views)
+}
+
+/// Checks what every subtask of every operator held after a restore against the
+/// original job (operators `a`, `b`, `c` at parallelism 1/2/3).
+/// `restored`: the lists were redistributed by a restore (else each subtask wrote its own).
+fn check_job(views: &BTreeMap<String, Vec<SubtaskView>>, original_lists: &BTreeMap<String, Vec<u64>>, restored: bool) {
+    for (op_index, op) in ["a", "b", "c"].iter().enumerate() {
+        let factor = op_index as u64 + 1;
+        let subs = &views[*op];
+        let p = subs.len();
+        let mut keys = Vec::new();
+        let mut timers = Vec::new();
+        let mut offsets = Vec::new();
+        for (i, v) in subs.iter().enumerate() {
+            for (key, value) in &v.values {
+                let kg = state_api::keygroup::key_group_for_key(key, MAX_P).unwrap();
+                assert!(
+                    v.range.contains(kg),
+                    "{op}/{i} holds key {key} of key group {kg} outside {}",
+                    v.range
+                );
+                assert_eq!(*value, key * factor, "{op}/{i} key {key}");
+                keys.push(*key);
+            }
+            timers.extend(v.timers.iter().copied());
+            // Even split: contiguous slices, the first n % p one element longer.
+            let n = original_lists[*op].len();
+            if restored {
+                assert_eq!(
+                    v.offsets.len(),
+                    n / p + usize::from(i < n % p),
+                    "{op}/{i} even-split share"
+                );
+            }
+            offsets.extend(v.offsets.iter().copied());
+            // Union lists grow on every restore (each subtask gets every old subtask's
+            // elements, as in Flink); each subtask must hold every original element.
+            let mut names = v.names.clone();
+            names.sort();
+            names.dedup();
+            let expected_names: Vec<String> = (0..[1, 2, 3][op_index]).map(|j| format!("{op}-{j}")).collect();
+            if restored {
+                assert_eq!(names, expected_names, "{op}/{i}: union state goes to every subtask");
+            } else {
+                assert_eq!(names, vec![format!("{op}-{i}")], "{op}/{i}: its own union element");
+            }
+            assert_eq!(v.config, vec![(1, format!("{op}-config"))], "{op}/{i} broadcast state");
+        }
+        keys.sort();
+        assert_eq!(keys, (0..JOB_KEYS).collect::<Vec<_>>(), "{op}: every key exactly once");
+        timers.sort();
+        let mut expected: Vec<(i64, u64)> = (0..JOB_KEYS).map(|k| (1000 * factor as i64 + k as i64, k)).collect();
+        expected.sort();
+        assert_eq!(timers, expected, "{op}: every timer exactly once");
+        assert_eq!(&offsets, &original_lists[*op], "{op}: the even-split list, in order");
+    }
+}
+
+/// A job of three operators at parallelism 1/2/3 with keyed, timer and operator state
+/// (even-split, union, broadcast), checkpointed through the coordinator, restored at
+/// (3, 1, 4), checkpointed again and restored at (1, 3, 2): every key and timer exactly
+/// once, each subtask holding only its key groups, operator lists redistributed as
+/// Flink does.
+pub fn job_checkpoint_and_rescale<H: TimerHarness>(h: &H) {
+    use state_api::{JobAssignment, JobSnapshot, OperatorSpec, RestoreOptions};
+    let storage = MemFiles::default();
+    let job = |p: [u32; 3]| -> Vec<OperatorSpec> {
+        ["a", "b", "c"]
+            .iter()
+            .zip(p)
+            .map(|(op, p)| OperatorSpec::new(op, p, MAX_P).unwrap())
+            .collect()
+    };
+    let start = JobAssignment::new(&JobSnapshot::default(), &job([1, 2, 3]), RestoreOptions::default()).unwrap();
+    let (first, views) = run_job(h, &storage, &start, 1, true);
+    let original: BTreeMap<String, Vec<u64>> = views
+        .iter()
+        .map(|(op, subs)| {
+            (
+                op.clone(),
+                subs.iter().flat_map(|v| v.offsets.iter().copied()).collect(),
+            )
+        })
+        .collect();
+    check_job(&views, &original, false);
+    assert_eq!(first.operators.len(), 3);
+    let mut second = None;
+    for (id, p) in [(2, [3, 1, 4]), (3, [1, 3, 2])] {
+        let from = second.as_ref().unwrap_or(&first);
+        let plan = JobAssignment::new(from, &job(p), RestoreOptions::default()).unwrap();
+        let (snapshot, views) = run_job(h, &storage, &plan, id, false);
+        check_job(&views, &original, true);
+        second = Some(snapshot);
+    }
+    // A job without operator `c` refuses its state unless told to drop it.
+    let three = job([1, 1, 1]);
+    let partial = &three[..2];
+    let err = JobAssignment::new(&first, partial, RestoreOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, StateError::InvalidCheckpoint { operator, .. } if operator == "c"),
+        "{err}"
+    );
+    JobAssignment::new(
+        &first,
+        partial,
+        RestoreOptions::default().allow_non_restored_state(true),
+    )
+    .unwrap();
+}
+
 /// Expands to one `#[test]` per service case for a [`TimerHarness`].
 #[macro_export]
 macro_rules! timer_service_tests {
@@ -393,6 +657,7 @@ macro_rules! timer_service_tests {
             service_restore_rescales,
             service_restore_checks_types,
             service_windowed_aggregation_survives_rescaling,
+            job_checkpoint_and_rescale,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {

@@ -1,20 +1,27 @@
 //! The job driver: source → query → sink, event-time watermarks, asynchronous
-//! checkpoints, restart from the latest completed checkpoint, and an exactly-once sink.
+//! checkpoints through a [`CheckpointCoordinator`] (the query is one operator at
+//! parallelism 1; its asynchronous part acknowledges from its own thread), restart from
+//! the latest completed checkpoint by a [`JobAssignment`], and an exactly-once sink.
 //!
 //! Exactly once: results produced between two checkpoints are written as the part file
-//! of the later checkpoint *before* its metadata (which completes it); a restart from
-//! checkpoint `n` deletes every part above `n`. So after any crash, the parts plus the
-//! replay from checkpoint `n` give each result exactly once.
+//! of the later checkpoint when it is triggered, *before* its metadata (which completes
+//! it); a restart from checkpoint `n` deletes every part above `n`. So after any crash,
+//! the parts plus the replay from checkpoint `n` give each result exactly once. A
+//! checkpoint that aborts leaves its part to be committed by the next one.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write as _};
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use state_api::{
-    BackendContext, CheckpointStorage, IncrementalKeyedHandle, KeyedSnapshotHandle, Result, StateError, TimerQueueInfo,
+    Acknowledgement, CheckpointCoordinator, CheckpointEvent, CheckpointStorage, CoordinatorConfig, Decline,
+    JobAssignment, JobSnapshot, KeyedStateBackend, OperatorId, OperatorSpec, RestoreOptions, Result, StateError,
+    SubtaskState, TimerQueueInfo,
 };
-use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
+use state_fs::{FsCheckpointStorage, FsOptions};
 use state_heap::MemoryCheckpointStorage;
 
 use super::events::{WATERMARK_LAG_MS, stream};
@@ -89,13 +96,17 @@ fn progress_bytes(next_event: u64, max_ts: i64) -> Vec<u8> {
     v
 }
 
-fn read_progress(meta: &CheckpointMetadata) -> Result<(u64, i64)> {
+fn read_progress(snapshot: &JobSnapshot, id: u64) -> Result<(u64, i64)> {
     let bad = || StateError::Corrupt {
-        source_name: format!("checkpoint {}", meta.checkpoint_id),
-        section: "extra/progress".into(),
+        source_name: format!("checkpoint {id}"),
+        section: "engine data `progress`".into(),
         detail: "missing or malformed".into(),
     };
-    let p = meta.extra.get("progress").filter(|p| p.len() == 16).ok_or_else(bad)?;
+    let p = snapshot
+        .engine
+        .get("progress")
+        .filter(|p| p.len() == 16)
+        .ok_or_else(bad)?;
     let next = u64::from_be_bytes(p[0..8].try_into().map_err(|_| bad())?);
     let max_ts = i64::from_be_bytes(p[8..16].try_into().map_err(|_| bad())?);
     Ok((next, max_ts))
@@ -105,15 +116,9 @@ fn part_name(id: u64) -> String {
     format!("results/part-{id:08}")
 }
 
-enum Written {
-    Full(KeyedSnapshotHandle),
-    Incremental(IncrementalKeyedHandle),
-}
-
+/// A checkpoint whose asynchronous part runs (and then acknowledges) on its own thread.
 struct Pending {
-    meta: CheckpointMetadata,
-    part: Vec<String>,
-    job: JoinHandle<Result<(Written, KeyedSnapshotHandle, Duration)>>,
+    job: JoinHandle<Result<(Duration, u64)>>,
 }
 
 struct Sink<'a> {
@@ -158,37 +163,112 @@ impl Sink<'_> {
     }
 }
 
-/// Metadata of checkpoint `id`, with the source position and the largest timestamp seen.
-fn checkpoint_meta(job: &str, id: u64, next_event: u64, max_ts: i64) -> CheckpointMetadata {
-    let mut meta = CheckpointMetadata::new(job, id, SnapshotKind::Checkpoint);
-    meta.extra.insert("progress".into(), progress_bytes(next_event, max_ts));
-    meta
+/// Everything a checkpoint of the job needs besides the backend and timers.
+struct Checkpointing<'a> {
+    operator: OperatorId,
+    coordinator: Arc<CheckpointCoordinator>,
+    events: Receiver<CheckpointEvent>,
+    target: Arc<dyn CheckpointStorage>,
+    fs: FsCheckpointStorage,
+    sink: Sink<'a>,
+    /// Result lines of triggered checkpoints not completed yet, by checkpoint.
+    parts: BTreeMap<u64, Vec<String>>,
 }
 
-/// The synchronous part of a checkpoint (keyed backend and timers), then its
-/// asynchronous part on a thread of its own while the job goes on.
-fn start_checkpoint<R: Runtime>(
-    rt: &R,
-    backend: &mut R::Backend,
-    timers: &mut Timers<R::Queue>,
-    meta: CheckpointMetadata,
-    part: Vec<String>,
-    target: &Arc<dyn CheckpointStorage>,
-    fs: &FsCheckpointStorage,
-) -> Result<Pending> {
-    let id = meta.checkpoint_id;
-    let keyed = rt.snapshot(backend, id)?;
-    let timer_part = timers.snapshot(backend, id)?;
-    let (target, storage) = (Arc::clone(target), fs.clone());
-    let job = std::thread::spawn(move || {
-        let t = Instant::now();
-        let written = match keyed {
-            KeyedPart::Full(s) => Written::Full(s.run(&*target)?),
-            KeyedPart::Incremental(s) => Written::Incremental(s.run(&storage)?),
-        };
-        Ok((written, timer_part.run(&*target)?, t.elapsed()))
-    });
-    Ok(Pending { meta, part, job })
+impl Checkpointing<'_> {
+    /// Triggers checkpoint `id` (with the source position), writes its result part, runs
+    /// the synchronous part of the keyed backend and timers, and starts the asynchronous
+    /// part on a thread of its own that acknowledges (or declines) to the coordinator.
+    fn start<R: Runtime>(
+        &mut self,
+        rt: &R,
+        backend: &mut R::Backend,
+        timers: &mut Timers<R::Queue>,
+        id: u64,
+        progress: (u64, i64),
+        part: Vec<String>,
+    ) -> Result<Pending> {
+        let engine = BTreeMap::from([("progress".to_string(), progress_bytes(progress.0, progress.1))]);
+        self.coordinator.trigger_with(id, engine)?;
+        // The part first: the metadata that commits it can only come after.
+        self.sink.write_part(id, &part)?;
+        self.parts.insert(id, part);
+        let keyed = rt.snapshot(backend, id)?;
+        let timer_part = timers.snapshot(backend, id)?;
+        let (target, storage) = (Arc::clone(&self.target), self.fs.clone());
+        let (coordinator, operator) = (Arc::clone(&self.coordinator), self.operator.clone());
+        let job = std::thread::spawn(move || {
+            let t = Instant::now();
+            let written = (|| {
+                let mut state = SubtaskState::default();
+                match keyed {
+                    KeyedPart::Full(s) => state.keyed.push(s.run(&*target)?),
+                    KeyedPart::Incremental(s) => state.incremental.push(s.run(&storage)?),
+                }
+                state.timers.push(timer_part.run(&*target)?);
+                Ok::<_, StateError>(state)
+            })();
+            match written {
+                Ok(state) => {
+                    let size = state.state_size();
+                    coordinator.acknowledge(Acknowledgement {
+                        checkpoint_id: id,
+                        operator,
+                        subtask: 0,
+                        state,
+                    })?;
+                    Ok((t.elapsed(), size))
+                }
+                Err(e) => {
+                    coordinator.decline(Decline {
+                        checkpoint_id: id,
+                        operator,
+                        subtask: 0,
+                        reason: e.to_string(),
+                    })?;
+                    Err(e)
+                }
+            }
+        });
+        Ok(Pending { job })
+    }
+
+    /// Waits for a checkpoint's asynchronous part, then applies what the coordinator
+    /// decided: a completed checkpoint commits its parts (and earlier ones of aborted
+    /// checkpoints) and tells the backend; an aborted one leaves its part for the next.
+    fn finish<B: KeyedStateBackend>(
+        &mut self,
+        pending: Pending,
+        backend: &mut B,
+        summary: &mut Summary,
+        results: &mut Vec<String>,
+    ) -> Result<()> {
+        match pending
+            .job
+            .join()
+            .map_err(|_| StateError::InvalidArgument("snapshot thread panicked".into()))?
+        {
+            Ok((took, size)) => {
+                summary.async_total += took;
+                summary.checkpoint_bytes.push(size);
+            }
+            Err(e) => eprintln!("nexmark: a checkpoint failed and was aborted: {e}"),
+        }
+        while let Ok(event) = self.events.try_recv() {
+            match event {
+                CheckpointEvent::Completed { checkpoint_id } => {
+                    backend.notify_checkpoint_complete(checkpoint_id);
+                    let later = self.parts.split_off(&(checkpoint_id + 1));
+                    for (_, part) in std::mem::replace(&mut self.parts, later) {
+                        results.extend(part);
+                    }
+                    summary.checkpoints += 1;
+                }
+                CheckpointEvent::Aborted { checkpoint_id, .. } => backend.notify_checkpoint_aborted(checkpoint_id),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Runs (or resumes) the job; returns the summary with every result in order of commit.
@@ -206,7 +286,8 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
     }
     let memory: Arc<dyn CheckpointStorage> = Arc::new(MemoryCheckpointStorage::with_max_state_size(256 << 20));
     let target: Arc<dyn CheckpointStorage> = if rt.in_memory() { memory } else { Arc::new(fs.clone()) };
-    let ctx = BackendContext::single(128);
+    // The query is one operator at parallelism 1 of a job with max parallelism 128.
+    let spec = OperatorSpec::new(cfg.query.name(), 1, 128)?;
     let every = cfg.checkpoint_every.max(1).div_ceil(WATERMARK_EVERY) * WATERMARK_EVERY;
     let mut summary = Summary {
         backend: rt.name().to_string(),
@@ -214,32 +295,54 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
     };
     let started = Instant::now();
 
-    // Restore from the latest completed checkpoint, if any.
+    // Restore from the latest completed checkpoint, if any: the assignment gives the
+    // subtask its key groups and exactly the handles that intersect them.
     let latest = fs.latest_checkpoint()?;
     let sink = Sink { fs: &fs };
     let mut results = sink.committed(latest.as_ref().map(|m| m.checkpoint_id))?;
-    let (mut backend, mut next_event, mut max_ts, mut next_id) = match &latest {
+    let restored = match &latest {
         Some(meta) => {
             let t = Instant::now();
-            let b = rt.restore(&ctx, meta, &fs)?;
-            let (next, max_ts) = read_progress(meta)?;
+            let plan = JobAssignment::new(&meta.snapshot, std::slice::from_ref(&spec), RestoreOptions::default())?;
+            let assignment = plan.operator(spec.id.as_str())[0].clone();
+            let b = rt.restore(&assignment, &fs)?;
+            let (next, max_ts) = read_progress(&meta.snapshot, meta.checkpoint_id)?;
             summary.resumed_from = Some(meta.checkpoint_id);
             summary.restore_time = Some(t.elapsed());
-            (b, next, max_ts, meta.checkpoint_id + 1)
+            Some((b, assignment, next, max_ts, meta.checkpoint_id))
         }
-        None => (rt.create(&ctx)?, 0, i64::MIN, 1),
+        None => None,
     };
+    let last_completed = restored.as_ref().map_or(0, |r| r.4);
+    let (mut backend, assignment, mut next_event, mut max_ts) = match restored {
+        Some((b, a, next, max_ts, _)) => (b, Some(a), next, max_ts),
+        None => {
+            let plan = JobAssignment::new(
+                &JobSnapshot::default(),
+                std::slice::from_ref(&spec),
+                RestoreOptions::default(),
+            )?;
+            (
+                rt.create(&plan.operator(spec.id.as_str())[0].context())?,
+                None,
+                0,
+                i64::MIN,
+            )
+        }
+    };
+    let mut next_id = last_completed + 1;
+    let ctx_max_parallelism = spec.max_parallelism;
     let mut query = Query::open(cfg.query, &mut backend)?;
     let (event_q, processing_q) = (rt.queue(&mut backend, "event")?, rt.queue(&mut backend, "processing")?);
     let mut timers: Timers<R::Queue> = Timers::new(
         event_q,
         processing_q,
         Arc::new(state_api::SystemClock),
-        ctx.max_parallelism,
+        ctx_max_parallelism,
     )?;
-    if let Some(meta) = &latest {
+    if let Some(assignment) = &assignment {
         let t = Instant::now();
-        timers.restore(&mut backend, &meta.timers, &fs)?;
+        timers.restore(&mut backend, &assignment.timers, &fs)?;
         summary.restore_time = summary.restore_time.map(|r| r + t.elapsed());
         if max_ts > i64::MIN {
             let mut none = Vec::new();
@@ -250,32 +353,28 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
         }
     }
 
+    let coordinator = Arc::new(
+        CheckpointCoordinator::new(
+            std::slice::from_ref(&spec),
+            Arc::new(fs.clone()),
+            CoordinatorConfig::default(),
+        )?
+        .resume_after(last_completed),
+    );
+    let mut ckpt = Checkpointing {
+        operator: spec.id.clone(),
+        events: coordinator.subscribe(),
+        coordinator,
+        target,
+        fs: fs.clone(),
+        sink,
+        parts: BTreeMap::new(),
+    };
     let mut out: Vec<String> = Vec::new();
     let mut pending: Option<Pending> = None;
     let mut last_print = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let processed_from = next_event;
-    let complete = |p: Pending, backend: &mut R::Backend, summary: &mut Summary, results: &mut Vec<String>| {
-        let Pending { mut meta, part, job } = p;
-        let (written, timer_handle, took) = job
-            .join()
-            .map_err(|_| StateError::InvalidArgument("snapshot thread panicked".into()))??;
-        match written {
-            Written::Full(h) => meta.keyed.push(h),
-            Written::Incremental(h) => meta.add_incremental(h),
-        }
-        meta.timers.push(timer_handle);
-        let id = meta.checkpoint_id;
-        summary.checkpoint_bytes.push(meta.state_size());
-        // The part first, then the metadata that commits both.
-        sink.write_part(id, &part)?;
-        fs.complete_checkpoint(meta)?;
-        rt.checkpoint_complete(backend, id);
-        results.extend(part);
-        summary.checkpoints += 1;
-        summary.async_total += took;
-        Ok::<(), StateError>(())
-    };
 
     let mut source = stream(next_event);
     while next_event < cfg.events {
@@ -288,25 +387,23 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
             if pending.as_ref().is_some_and(|p| p.job.is_finished())
                 && let Some(p) = pending.take()
             {
-                complete(p, &mut backend, &mut summary, &mut results)?;
+                ckpt.finish(p, &mut backend, &mut summary, &mut results)?;
             }
         }
         if next_event % every == 0 && next_event < cfg.events {
             if let Some(p) = pending.take() {
-                complete(p, &mut backend, &mut summary, &mut results)?;
+                ckpt.finish(p, &mut backend, &mut summary, &mut results)?;
             }
-            let meta = checkpoint_meta(&job, next_id, next_event, max_ts);
-            next_id += 1;
             let t = Instant::now();
-            pending = Some(start_checkpoint(
+            pending = Some(ckpt.start(
                 rt,
                 &mut backend,
                 &mut timers,
-                meta,
+                next_id,
+                (next_event, max_ts),
                 std::mem::take(&mut out),
-                &target,
-                &fs,
             )?);
+            next_id += 1;
             summary.sync_max = summary.sync_max.max(t.elapsed());
         }
         if cfg.progress && last_print.elapsed() > Duration::from_millis(if tty { 250 } else { 5000 }) {
@@ -331,21 +428,24 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
         }
     }
     if let Some(p) = pending.take() {
-        complete(p, &mut backend, &mut summary, &mut results)?;
+        ckpt.finish(p, &mut backend, &mut summary, &mut results)?;
     }
     // End of input: close everything and commit the rest with a final checkpoint.
     query.on_watermark(&mut backend, &mut timers, i64::MAX, &mut out)?;
-    let meta = checkpoint_meta(&job, next_id, next_event, max_ts);
-    let final_part = start_checkpoint(
+    let final_part = ckpt.start(
         rt,
         &mut backend,
         &mut timers,
-        meta,
+        next_id,
+        (next_event, max_ts),
         std::mem::take(&mut out),
-        &target,
-        &fs,
     )?;
-    complete(final_part, &mut backend, &mut summary, &mut results)?;
+    ckpt.finish(final_part, &mut backend, &mut summary, &mut results)?;
+    if !ckpt.parts.is_empty() {
+        return Err(StateError::InvalidArgument(format!(
+            "the final checkpoint {next_id} did not complete; run the job again to resume"
+        )));
+    }
     fs.store()
         .write_all(&fs.store_path(DONE), results.len().to_string().into_bytes())?;
     if cfg.progress && tty {

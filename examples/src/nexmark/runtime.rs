@@ -3,9 +3,9 @@
 
 use state_api::{
     AsyncSnapshot, BackendContext, IncrementalKeyedHandle, KeyedSnapshotHandle, KeyedStateBackend, Result, StateError,
-    TimerQueue,
+    SubtaskAssignment, TimerQueue,
 };
-use state_fs::{CheckpointMetadata, FsCheckpointStorage};
+use state_fs::FsCheckpointStorage;
 use state_heap::HeapKeyedStateBackend;
 use state_timers::{StandaloneTimerQueue, TimerStorage};
 
@@ -29,17 +29,12 @@ pub trait Runtime {
         false
     }
     fn create(&self, ctx: &BackendContext) -> Result<Self::Backend>;
-    fn restore(
-        &self,
-        ctx: &BackendContext,
-        meta: &CheckpointMetadata,
-        fs: &FsCheckpointStorage,
-    ) -> Result<Self::Backend>;
+    /// The backend of a subtask restored from the handles its assignment holds.
+    fn restore(&self, assignment: &SubtaskAssignment, fs: &FsCheckpointStorage) -> Result<Self::Backend>;
     fn queue(&self, backend: &mut Self::Backend, name: &str) -> Result<Self::Queue>;
     fn snapshot(&self, backend: &mut Self::Backend, id: u64) -> Result<KeyedPart> {
         Ok(KeyedPart::Full(backend.snapshot(id)?))
     }
-    fn checkpoint_complete(&self, _backend: &mut Self::Backend, _id: u64) {}
     /// Whether checkpoints are incremental.
     fn incremental(&self) -> bool {
         false
@@ -69,13 +64,8 @@ impl Runtime for Heap {
     fn create(&self, ctx: &BackendContext) -> Result<Self::Backend> {
         HeapKeyedStateBackend::new(ctx)
     }
-    fn restore(
-        &self,
-        ctx: &BackendContext,
-        meta: &CheckpointMetadata,
-        fs: &FsCheckpointStorage,
-    ) -> Result<Self::Backend> {
-        HeapKeyedStateBackend::restore(ctx, &meta.keyed, fs)
+    fn restore(&self, assignment: &SubtaskAssignment, fs: &FsCheckpointStorage) -> Result<Self::Backend> {
+        HeapKeyedStateBackend::restore(&assignment.context(), &assignment.keyed, fs)
     }
     fn queue(&self, backend: &mut Self::Backend, _name: &str) -> Result<Self::Queue> {
         let storage = if self.lmdb_timers {
@@ -128,16 +118,12 @@ mod rocks {
         fn create(&self, ctx: &BackendContext) -> Result<Self::Backend> {
             RocksDbKeyedStateBackend::new(ctx, self.config())
         }
-        fn restore(
-            &self,
-            ctx: &BackendContext,
-            meta: &CheckpointMetadata,
-            fs: &FsCheckpointStorage,
-        ) -> Result<Self::Backend> {
-            if meta.incremental.is_empty() {
-                RocksDbKeyedStateBackend::restore(ctx, self.config(), &meta.keyed, fs)
+        fn restore(&self, assignment: &SubtaskAssignment, fs: &FsCheckpointStorage) -> Result<Self::Backend> {
+            let ctx = assignment.context();
+            if assignment.incremental.is_empty() {
+                RocksDbKeyedStateBackend::restore(&ctx, self.config(), &assignment.keyed, fs)
             } else {
-                RocksDbKeyedStateBackend::restore_incremental(ctx, self.config(), &meta.incremental, fs)
+                RocksDbKeyedStateBackend::restore_incremental(&ctx, self.config(), &assignment.incremental, fs)
             }
         }
         fn queue(&self, backend: &mut Self::Backend, name: &str) -> Result<Self::Queue> {
@@ -148,11 +134,6 @@ mod rocks {
                 Ok(KeyedPart::Incremental(backend.snapshot_incremental(id)?))
             } else {
                 Ok(KeyedPart::Full(backend.snapshot(id)?))
-            }
-        }
-        fn checkpoint_complete(&self, backend: &mut Self::Backend, id: u64) {
-            if self.incremental {
-                backend.notify_checkpoint_complete(id);
             }
         }
         fn incremental(&self) -> bool {

@@ -24,9 +24,49 @@ pub fn heap_backend(n: u64, base: u64) -> HeapKeyedStateBackend<u64> {
     b
 }
 
+/// Adds `keyed` to `meta` as the state of operator `op`, subtask 0 of 1 (max parallelism 128).
+pub fn add_keyed(meta: &mut CheckpointMetadata, keyed: state_api::KeyedSnapshotHandle) {
+    let state = state_api::SubtaskState {
+        keyed: vec![keyed],
+        ..state_api::SubtaskState::default()
+    };
+    meta.add_subtask(&state_api::OperatorId::new("op").unwrap(), 1, 128, 0, state)
+        .unwrap();
+}
+
+/// An incremental-style handle (subtask 0 of 1, max parallelism 128) referencing
+/// `files` as its shared data files, for tests of the shared-file registry.
+pub fn shared_handle(files: Vec<state_fs::SharedFile>) -> state_api::IncrementalKeyedHandle {
+    state_api::IncrementalKeyedHandle {
+        checkpoint_id: 0,
+        key_group_range: state_api::KeyGroupRange::new(0, 127),
+        max_parallelism: 128,
+        key_type: "u64".into(),
+        states: Vec::new(),
+        shared_files: files
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| state_api::SnapshotFile {
+                local_name: format!("{i:06}.sst"),
+                stream: StreamHandle::File {
+                    path: f.path,
+                    size: f.size,
+                    crc32c: f.crc32c,
+                },
+            })
+            .collect(),
+        private_files: Vec::new(),
+    }
+}
+
 /// Restores `meta` from `storage` and checks what [`heap_backend`] wrote, every `step`-th key.
 pub fn check_restore(storage: &FsCheckpointStorage, meta: &CheckpointMetadata, n: u64, base: u64, step: usize) {
-    let mut r = HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &meta.keyed, storage).unwrap();
+    let mut r = HeapKeyedStateBackend::<u64>::restore(
+        &BackendContext::single(128),
+        &meta.snapshot.operators[0].keyed(),
+        storage,
+    )
+    .unwrap();
     let v = r.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
     for k in (0..n).step_by(step) {
         r.set_current_key(&k).unwrap();

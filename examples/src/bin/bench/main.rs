@@ -12,6 +12,7 @@ use state_api::{
 use state_fs::{FsCheckpointStorage, FsOptions};
 use state_heap::HeapKeyedStateBackend;
 
+mod job;
 #[cfg(feature = "rocksdb")]
 mod memory;
 mod nexmark;
@@ -39,22 +40,50 @@ fn ns_per_op(ops: u64, f: impl FnOnce()) -> f64 {
 }
 
 fn main() -> Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only job`: run one group and print its table without writing the report files.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let n: u64 = if quick { 20_000 } else { 1_000_000 };
     let keys: u64 = if quick { 2_000 } else { 100_000 };
     let mut rows = Vec::new();
-    heap_ops(n, keys, &mut rows)?;
+    let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
+    if run("ops") {
+        heap_ops(n, keys, &mut rows)?;
+        #[cfg(feature = "rocksdb")]
+        rocksdb_ops(n, keys, &mut rows)?;
+    }
+    if run("checkpoints") {
+        sync_part(n, &mut rows)?;
+        #[cfg(feature = "rocksdb")]
+        rocksdb_checkpoints(n, &mut rows)?;
+        full_snapshot(n, &mut rows)?;
+    }
+    if run("timers") {
+        timers::timer_rows(n, keys, &mut rows)?;
+    }
+    if run("nexmark") {
+        nexmark::nexmark_rows(if quick { 20_000 } else { 500_000 }, &mut rows)?;
+    }
     #[cfg(feature = "rocksdb")]
-    rocksdb_ops(n, keys, &mut rows)?;
-    sync_part(n, &mut rows)?;
-    #[cfg(feature = "rocksdb")]
-    rocksdb_checkpoints(n, &mut rows)?;
-    full_snapshot(n, &mut rows)?;
-    timers::timer_rows(n, keys, &mut rows)?;
-    nexmark::nexmark_rows(if quick { 20_000 } else { 500_000 }, &mut rows)?;
-    #[cfg(feature = "rocksdb")]
-    memory::rocksdb_memory_rows(quick, &mut rows)?;
-    report(&rows, quick, n);
+    if run("memory") {
+        memory::rocksdb_memory_rows(quick, &mut rows)?;
+    }
+    if run("job") {
+        job::coordinator_rows(quick, &mut rows)?;
+        job::rescale_rows(if quick { 20_000 } else { 1_000_000 }, &mut rows)?;
+    }
+    if rows.is_empty() {
+        return Err(state_api::StateError::InvalidArgument(format!(
+            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job",
+            only.unwrap_or_default()
+        )));
+    }
+    report(&rows, quick, n, only.is_none());
     Ok(())
 }
 
@@ -557,7 +586,7 @@ fn full_snapshot(n: u64, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
-fn report(rows: &[Row], quick: bool, n: u64) {
+fn report(rows: &[Row], quick: bool, n: u64, write_files: bool) {
     let machine = format!(
         "{} cores, {}",
         std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1),
@@ -601,6 +630,9 @@ fn report(rows: &[Row], quick: bool, n: u64) {
     }
     json.push_str("]\n");
     print!("{md}");
+    if !write_files {
+        return;
+    }
     let (md_path, json_path) = if quick {
         ("target/bench-quick.md", "target/bench-quick.json")
     } else {
