@@ -3,12 +3,3 @@
 #![allow(missing_docs)]
 
 pub mod nexmark;
-
-/// The value after flag `name` on the command line, if any.
-pub fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}

@@ -146,6 +146,14 @@ pub enum StateError {
         /// The subtask.
         subtask: u32,
     },
+    /// No retained checkpoint could be restored: each was damaged or incomplete.
+    #[error("no retained checkpoint of `{location}` can be restored: {}", reasons.join("; "))]
+    NoRestorableCheckpoint {
+        /// The storage location (job directory).
+        location: String,
+        /// Per checkpoint, why it was skipped.
+        reasons: Vec<String>,
+    },
     /// A caller passed an argument that is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -188,6 +196,20 @@ impl StateError {
                 context: context.into(),
                 source,
             },
+        }
+    }
+
+    /// Whether the error says that stored bytes are damaged, missing or of another kind
+    /// (as opposed to a failing device or network, which may pass): what makes a
+    /// checkpoint unusable rather than temporarily unreadable.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StateError::Corrupt { .. }
+            | StateError::Truncated { .. }
+            | StateError::UnsupportedVersion { .. }
+            | StateError::InvalidCheckpoint { .. } => true,
+            StateError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
         }
     }
 

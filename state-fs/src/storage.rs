@@ -35,6 +35,10 @@ pub struct FsOptions {
     pub transfer_concurrency: usize,
     /// Options of the remote store (S3 endpoint, credentials, ...).
     pub store_options: BTreeMap<String, String>,
+    /// Whether [`FsCheckpointStorage::latest_checkpoint`] reads every file of a
+    /// checkpoint to verify its CRC32C before choosing it (default true); without it,
+    /// only presence and sizes are checked and damage is found during the restore.
+    pub verify_before_restore: bool,
 }
 
 impl Default for FsOptions {
@@ -44,6 +48,7 @@ impl Default for FsOptions {
             retained_checkpoints: 1,
             transfer_concurrency: 4,
             store_options: BTreeMap::new(),
+            verify_before_restore: true,
         }
     }
 }
@@ -268,6 +273,12 @@ impl FsCheckpointStorage {
         let store = &self.inner.store;
         let mut completed = Vec::new();
         for name in store.list(&self.inner.prefix)? {
+            if name.ends_with(IN_PROGRESS) {
+                // A write-then-rename (the registry) cut short by a crash.
+                tracing::info!(file = %name, "removing a leftover in-progress file");
+                store.delete(&self.full(&name))?;
+                continue;
+            }
             let Some(id) = parse_checkpoint_dir(&name) else {
                 continue;
             };
@@ -293,8 +304,15 @@ impl FsCheckpointStorage {
         // The registry as the retained checkpoints' metadata says it must be.
         let mut derived = SharedRegistry::default();
         for id in &completed {
-            let meta = self.load_checkpoint(*id)?;
-            derived.register(*id, meta.shared().into_iter().map(|s| s.path));
+            // A damaged checkpoint is skipped (it cannot be restored), never fatal: the
+            // others may be intact. A storage that cannot be read at all is an error.
+            match self.load_checkpoint(*id) {
+                Ok(meta) => derived.register(*id, meta.shared().into_iter().map(|s| s.path)),
+                Err(e) if e.is_damage() => {
+                    tracing::warn!(checkpoint_id = id, error = %e, "damaged checkpoint metadata; it will be skipped");
+                }
+                Err(e) => return Err(e),
+            }
         }
         let registry_path = self.full(REGISTRY);
         let persisted = match store.size(&registry_path)? {
@@ -521,15 +539,70 @@ impl FsCheckpointStorage {
         Ok(meta)
     }
 
-    /// The latest completed checkpoint (or the savepoint), if there is one.
+    /// The latest completed checkpoint that can be restored (or the savepoint), if there
+    /// is one. Retained checkpoints are tried newest first: one whose metadata does not
+    /// decode or whose files are missing, of the wrong size or (with
+    /// [`FsOptions::verify_before_restore`]) of the wrong CRC32C is reported (a `tracing`
+    /// warning naming the file and the reason) and skipped. Only when none can be restored
+    /// is it an error, [`StateError::NoRestorableCheckpoint`], listing each one's reason.
     pub fn latest_checkpoint(&self) -> Result<Option<CheckpointMetadata>> {
         if self.is_savepoint() {
-            return self.load_checkpoint(0).map(Some);
+            let meta = self.load_checkpoint(0)?;
+            self.verify(&meta)?;
+            return Ok(Some(meta));
         }
-        match self.state().completed.last().copied() {
-            Some(id) => self.load_checkpoint(id).map(Some),
-            None => Ok(None),
+        let completed = self.state().completed.clone();
+        let mut reasons = Vec::new();
+        for id in completed.iter().rev().copied() {
+            match self
+                .load_checkpoint(id)
+                .and_then(|meta| self.verify(&meta).map(|()| meta))
+            {
+                Ok(meta) => {
+                    if !reasons.is_empty() {
+                        tracing::warn!(checkpoint_id = id, skipped = ?reasons, "restoring an older checkpoint");
+                    }
+                    return Ok(Some(meta));
+                }
+                Err(e) if e.is_damage() => {
+                    tracing::warn!(checkpoint_id = id, error = %e, "checkpoint cannot be restored; trying an older one");
+                    reasons.push(format!("checkpoint {id}: {e}"));
+                }
+                Err(e) => return Err(e),
+            }
         }
+        if reasons.is_empty() {
+            Ok(None)
+        } else {
+            Err(StateError::NoRestorableCheckpoint {
+                location: self.describe(),
+                reasons,
+            })
+        }
+    }
+
+    /// Checks every file `meta` references: present with its size, and with
+    /// [`FsOptions::verify_before_restore`] its CRC32C too.
+    fn verify(&self, meta: &CheckpointMetadata) -> Result<()> {
+        let shared = meta.shared();
+        let files = meta
+            .streams()
+            .filter_map(|s| match s {
+                StreamHandle::File { path, size, crc32c } => Some((path.as_str(), *size, *crc32c)),
+                StreamHandle::Inline { .. } => None,
+            })
+            .chain(shared.iter().map(|f| (f.path.as_str(), f.size, f.crc32c)));
+        for (path, size, crc32c) in files {
+            self.check_file(path, size)?;
+            if self.inner.options.verify_before_restore {
+                self.read_verified(&StreamHandle::File {
+                    path: path.to_string(),
+                    size,
+                    crc32c,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// A path for a file of checkpoint `checkpoint_id` (exclusive), relative to this storage.

@@ -325,9 +325,15 @@ fn damaged_files_are_typed_errors_naming_the_file() {
     let last = m.len() - 1;
     m[last] ^= 1;
     std::fs::write(&md, m).unwrap();
-    let err = fs.storage.latest_checkpoint().unwrap_err();
+    let err = fs.storage.load_checkpoint(1).unwrap_err();
     assert!(
         matches!(err, StateError::Corrupt { .. }) && err.to_string().contains("chk-1/_metadata"),
+        "{err}"
+    );
+    // The only retained checkpoint is damaged: recovery says so, naming the file.
+    let err = fs.storage.latest_checkpoint().unwrap_err();
+    assert!(
+        matches!(err, StateError::NoRestorableCheckpoint { .. }) && err.to_string().contains("chk-1/_metadata"),
         "{err}"
     );
 }

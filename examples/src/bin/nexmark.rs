@@ -14,23 +14,56 @@
 //! `heap-fs`, `heap-lmdb` (heap state, LMDB timers), `rocksdb-full`,
 //! `rocksdb-incremental`, `rocksdb-heap-timers`.
 
+use clap::Parser;
 use state_api::{Result, StateError};
-use state_examples::arg;
 use state_examples::nexmark::runtime::{self, Heap, Runtime};
 use state_examples::nexmark::{JobConfig, QueryKind, reference, run};
 
-fn num(name: &str, default: u64) -> Result<u64> {
-    match arg(name) {
-        None => Ok(default),
-        Some(v) => v
-            .replace('_', "")
-            .parse()
-            .map_err(|_| StateError::InvalidArgument(format!("{name} wants a number, got `{v}`"))),
-    }
+/// A number of events; `_` separators allowed (`3_000_000`).
+fn count(v: &str) -> std::result::Result<u64, String> {
+    v.replace('_', "")
+        .parse()
+        .map_err(|_| format!("`{v}` is not a number of events"))
+}
+
+/// The Nexmark job on a chosen backend, checkpointed and resumable after a crash.
+#[derive(Parser, Debug)]
+#[command(name = "nexmark", version)]
+struct Args {
+    /// Query: q3, q5, q8 or q11.
+    #[arg(long, default_value = "q5")]
+    query: String,
+    /// Backend: heap-memory, heap-fs, heap-lmdb, rocksdb-full, rocksdb-incremental,
+    /// rocksdb-heap-timers (those compiled in; default rocksdb-incremental, else heap-fs).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Events to process.
+    #[arg(long, default_value = "3000000", value_parser = count)]
+    events: u64,
+    /// Events between checkpoints.
+    #[arg(long, default_value = "250000", value_parser = count)]
+    checkpoint_every: u64,
+    /// Checkpoint directory or URI (file://…, s3://… with the s3 feature).
+    #[arg(long, default_value = "./checkpoints")]
+    checkpoint_dir: String,
+    /// Compare the results with the plain-collections reference.
+    #[arg(long)]
+    verify: bool,
+    /// Write the committed results to this file.
+    #[arg(long)]
+    output: Option<String>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+    /// Test hook: exit abruptly (code 3) after this many events, as a crash would.
+    #[arg(long, hide = true, value_parser = count)]
+    crash_after: Option<u64>,
 }
 
 fn main() -> std::process::ExitCode {
-    match real_main() {
+    // `--help`, `--version` and bad flags are handled (and exit) here.
+    let args = Args::parse();
+    match real_main(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nexmark: {e}");
@@ -39,23 +72,23 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn real_main() -> Result<()> {
+fn real_main(args: Args) -> Result<()> {
     let default_backend = if cfg!(feature = "rocksdb") {
         "rocksdb-incremental"
     } else {
         "heap-fs"
     };
-    let query_name = arg("--query").unwrap_or_else(|| "q5".into());
-    let query = QueryKind::parse(&query_name)
-        .ok_or_else(|| StateError::InvalidArgument(format!("unknown query `{query_name}` (q3, q5, q8, q11)")))?;
+    let query = QueryKind::parse(&args.query)
+        .ok_or_else(|| StateError::InvalidArgument(format!("unknown query `{}` (q3, q5, q8, q11)", args.query)))?;
     let cfg = JobConfig {
         query,
-        events: num("--events", 3_000_000)?,
-        checkpoint_every: num("--checkpoint-every", 250_000)?,
-        dir: arg("--checkpoint-dir").unwrap_or_else(|| "./checkpoints".into()),
-        progress: !std::env::args().any(|a| a == "--quiet"),
+        events: args.events,
+        checkpoint_every: args.checkpoint_every,
+        dir: args.checkpoint_dir.clone(),
+        progress: !args.quiet,
+        crash_after: args.crash_after,
     };
-    let backend = arg("--backend").unwrap_or_else(|| default_backend.into());
+    let backend = args.backend.clone().unwrap_or_else(|| default_backend.into());
     let summary = match backend.as_str() {
         "heap-memory" => go(
             &Heap {
@@ -104,12 +137,12 @@ fn real_main() -> Result<()> {
         ),
         other => Err(runtime::unknown_backend(other)),
     }?;
-    if let Some(path) = arg("--output") {
+    if let Some(path) = &args.output {
         let mut body = summary.results.join("\n");
         body.push('\n');
-        std::fs::write(&path, body).map_err(|e| StateError::from_io(format!("writing `{path}`"), e))?;
+        std::fs::write(path, body).map_err(|e| StateError::from_io(format!("writing `{path}`"), e))?;
     }
-    if std::env::args().any(|a| a == "--verify") {
+    if args.verify {
         let mut got = summary.results.clone();
         got.sort();
         let expected = reference(cfg.query, cfg.events);

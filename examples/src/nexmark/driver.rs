@@ -43,6 +43,9 @@ pub struct JobConfig {
     pub dir: String,
     /// Print a progress line.
     pub progress: bool,
+    /// A test hook: end the process abruptly (exit code 3, nothing flushed or
+    /// checkpointed) once this many events were processed, as a crash would.
+    pub crash_after: Option<u64>,
 }
 
 /// What a run did.
@@ -130,37 +133,145 @@ impl Sink<'_> {
         self.fs.store_path(rel)
     }
 
-    fn write_part(&self, id: u64, lines: &[String]) -> Result<()> {
+    /// Writes the part of checkpoint `id`; returns its record (size and CRC32C).
+    fn write_part(&self, id: u64, lines: &[String]) -> Result<PartRecord> {
         let mut body = lines.join("\n");
         if !body.is_empty() {
             body.push('\n');
         }
-        self.fs.store().write_all(&self.path(&part_name(id)), body.into_bytes())
+        let record = PartRecord {
+            id,
+            size: body.len() as u64,
+            crc32c: crc32c::crc32c(body.as_bytes()),
+        };
+        self.fs
+            .store()
+            .write_all(&self.path(&part_name(id)), body.into_bytes())?;
+        Ok(record)
     }
 
-    /// Parts of checkpoints up to `id`, in order; deletes later ones (not committed).
-    fn committed(&self, up_to: Option<u64>) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self
+    /// The committed parts, in order: those `manifest` lists (each verified against its
+    /// recorded size and CRC32C: a damaged or missing part is a typed error naming it);
+    /// every other part file is deleted (written for a checkpoint that never completed).
+    /// Without a manifest (checkpoints of an older release), the parts up to `up_to`.
+    /// Returns the lines and the records of the committed parts.
+    fn committed(&self, manifest: Option<&[PartRecord]>, up_to: Option<u64>) -> Result<(Vec<String>, Vec<PartRecord>)> {
+        let names: Vec<String> = self
             .fs
             .store()
             .list(&self.path("results/"))?
             .into_iter()
             .filter(|n| n.starts_with("part-"))
             .collect();
-        names.sort();
-        let mut lines = Vec::new();
-        for name in names {
+        let keep = |id: u64| match manifest {
+            Some(m) => m.iter().any(|r| r.id == id),
+            None => up_to.is_some_and(|u| id <= u),
+        };
+        for name in &names {
             let id: u64 = name["part-".len()..].parse().unwrap_or(u64::MAX);
-            let path = self.path(&format!("results/{name}"));
-            if up_to.is_some_and(|m| id <= m) {
-                let bytes = self.fs.store().read_all(&path)?;
-                lines.extend(String::from_utf8_lossy(&bytes).lines().map(str::to_string));
-            } else {
-                self.fs.store().delete(&path)?;
+            if !keep(id) {
+                self.fs.store().delete(&self.path(&format!("results/{name}")))?;
             }
         }
-        Ok(lines)
+        let records: Vec<PartRecord> = match manifest {
+            Some(m) => m.to_vec(),
+            None => {
+                let mut ids: Vec<u64> = names
+                    .iter()
+                    .filter_map(|n| n["part-".len()..].parse().ok())
+                    .filter(|id| keep(*id))
+                    .collect();
+                ids.sort_unstable();
+                ids.into_iter()
+                    .map(|id| PartRecord {
+                        id,
+                        size: u64::MAX,
+                        crc32c: 0,
+                    })
+                    .collect()
+            }
+        };
+        let mut lines = Vec::new();
+        let mut verified = Vec::with_capacity(records.len());
+        for r in records {
+            let rel = part_name(r.id);
+            let path = self.path(&rel);
+            let bad = |detail: String| StateError::Corrupt {
+                source_name: rel.clone(),
+                section: "committed result part".into(),
+                detail,
+            };
+            let bytes = match self.fs.store().size(&path)? {
+                Some(_) => self.fs.store().read_all(&path)?,
+                None => return Err(bad("missing: the checkpoint that committed it records it".into())),
+            };
+            if r.size != u64::MAX {
+                let crc = crc32c::crc32c(&bytes);
+                if bytes.len() as u64 != r.size || crc != r.crc32c {
+                    return Err(bad(format!(
+                        "{} bytes with CRC32C {crc:08x}; the checkpoint recorded {} bytes with {:08x}",
+                        bytes.len(),
+                        r.size,
+                        r.crc32c
+                    )));
+                }
+            }
+            verified.push(PartRecord {
+                id: r.id,
+                size: bytes.len() as u64,
+                crc32c: crc32c::crc32c(&bytes),
+            });
+            lines.extend(String::from_utf8_lossy(&bytes).lines().map(str::to_string));
+        }
+        Ok((lines, verified))
     }
+}
+
+/// A committed result part: its checkpoint, size and CRC32C, recorded in every later
+/// checkpoint's engine data (`parts`) so that a resume can verify it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PartRecord {
+    id: u64,
+    size: u64,
+    crc32c: u32,
+}
+
+const PART_RECORD_LEN: usize = 20;
+
+fn encode_parts(parts: &[PartRecord]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.len() * PART_RECORD_LEN);
+    for p in parts {
+        out.extend_from_slice(&p.id.to_be_bytes());
+        out.extend_from_slice(&p.size.to_be_bytes());
+        out.extend_from_slice(&p.crc32c.to_be_bytes());
+    }
+    out
+}
+
+fn decode_parts(bytes: &[u8], id: u64) -> Result<Vec<PartRecord>> {
+    if !bytes.len().is_multiple_of(PART_RECORD_LEN) {
+        return Err(StateError::Corrupt {
+            source_name: format!("checkpoint {id}"),
+            section: "engine data `parts`".into(),
+            detail: format!("{} bytes is not a whole number of part records", bytes.len()),
+        });
+    }
+    Ok(bytes
+        .chunks_exact(PART_RECORD_LEN)
+        .map(|c| {
+            let mut id = [0u8; 8];
+            let mut size = [0u8; 8];
+            let mut crc = [0u8; 4];
+            id.copy_from_slice(&c[0..8]);
+            size.copy_from_slice(&c[8..16]);
+            crc.copy_from_slice(&c[16..20]);
+            PartRecord {
+                id: u64::from_be_bytes(id),
+                size: u64::from_be_bytes(size),
+                crc32c: u32::from_be_bytes(crc),
+            }
+        })
+        .collect())
 }
 
 /// Everything a checkpoint of the job needs besides the backend and timers.
@@ -173,6 +284,8 @@ struct Checkpointing<'a> {
     sink: Sink<'a>,
     /// Result lines of triggered checkpoints not completed yet, by checkpoint.
     parts: BTreeMap<u64, Vec<String>>,
+    /// Every part written so far (committed by the next completed checkpoint at the latest).
+    manifest: Vec<PartRecord>,
 }
 
 impl Checkpointing<'_> {
@@ -188,11 +301,15 @@ impl Checkpointing<'_> {
         progress: (u64, i64),
         part: Vec<String>,
     ) -> Result<Pending> {
-        let engine = BTreeMap::from([("progress".to_string(), progress_bytes(progress.0, progress.1))]);
-        self.coordinator.trigger_with(id, engine)?;
-        // The part first: the metadata that commits it can only come after.
-        self.sink.write_part(id, &part)?;
+        // The part first: the metadata that commits it (and records its size and CRC32C)
+        // can only come after.
+        self.manifest.push(self.sink.write_part(id, &part)?);
         self.parts.insert(id, part);
+        let engine = BTreeMap::from([
+            ("progress".to_string(), progress_bytes(progress.0, progress.1)),
+            ("parts".to_string(), encode_parts(&self.manifest)),
+        ]);
+        self.coordinator.trigger_with(id, engine)?;
         let keyed = rt.snapshot(backend, id)?;
         let timer_part = timers.snapshot(backend, id)?;
         let (target, storage) = (Arc::clone(&self.target), self.fs.clone());
@@ -299,7 +416,14 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
     // subtask its key groups and exactly the handles that intersect them.
     let latest = fs.latest_checkpoint()?;
     let sink = Sink { fs: &fs };
-    let mut results = sink.committed(latest.as_ref().map(|m| m.checkpoint_id))?;
+    let manifest = match &latest {
+        Some(meta) => match meta.snapshot.engine.get("parts") {
+            Some(bytes) => Some(decode_parts(bytes, meta.checkpoint_id)?),
+            None => None,
+        },
+        None => Some(Vec::new()),
+    };
+    let (mut results, manifest) = sink.committed(manifest.as_deref(), latest.as_ref().map(|m| m.checkpoint_id))?;
     let restored = match &latest {
         Some(meta) => {
             let t = Instant::now();
@@ -369,6 +493,7 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
         fs: fs.clone(),
         sink,
         parts: BTreeMap::new(),
+        manifest,
     };
     let mut out: Vec<String> = Vec::new();
     let mut pending: Option<Pending> = None;
@@ -382,6 +507,9 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
         max_ts = max_ts.max(event.ts());
         query.process(&mut backend, &mut timers, &event, &mut out)?;
         next_event += 1;
+        if cfg.crash_after == Some(next_event) {
+            std::process::exit(3);
+        }
         if next_event % WATERMARK_EVERY == 0 {
             query.on_watermark(&mut backend, &mut timers, max_ts - WATERMARK_LAG_MS, &mut out)?;
             if pending.as_ref().is_some_and(|p| p.job.is_finished())

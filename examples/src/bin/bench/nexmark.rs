@@ -17,6 +17,7 @@ fn one<R: Runtime>(rt: &R, query: QueryKind, events: u64, reference_eps: f64, ro
         checkpoint_every: (events / 10).max(1000),
         dir: dir.to_string_lossy().into_owned(),
         progress: false,
+        crash_after: None,
     };
     let t = Instant::now();
     let summary = run(rt, &cfg)?;
