@@ -328,13 +328,8 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         prepare: impl FnOnce(&Path) -> Result<Vec<StateMeta>>,
     ) -> Result<Self> {
         ctx.validate()?;
-        let dir = config.local_dir.join(format!(
-            "db-{}-{}",
-            std::process::id(),
-            INSTANCE.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| StateError::from_io(format!("creating `{}`", dir.display()), e))?;
+        // `<local_dir>/db-<pid>-<n>`; directories of crashed processes are removed.
+        let dir = state_timers::workdir::create(&config.local_dir, "db")?;
         let guard = DirGuard(dir.clone());
         let db_path = dir.join("db");
         let metas = prepare(&db_path)?;

@@ -65,7 +65,8 @@ pub type OptionsOverride = Arc<dyn Fn(&mut Options) + Send + Sync>;
 #[derive(Clone)]
 pub struct RocksDbConfig {
     /// Directory under which each backend instance creates its own working directory
-    /// (deleted when the backend is dropped). Default: the system temp dir.
+    /// `db-<pid>-<n>` (deleted when the backend is dropped; left by a crashed process, it
+    /// is removed by the next process's first backend here). Default: the system temp dir.
     pub local_dir: PathBuf,
     /// The options profile.
     pub profile: PredefinedOptions,

@@ -51,6 +51,7 @@ mod service;
 mod snapshot;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod workdir;
 
 pub use cached::{CachedTimerQueue, DEFAULT_CACHE_SIZE, OrderedTimerStore, PinnedStore, StoreEntries};
 pub use either::{EitherQueue, StandaloneTimerQueue, TimerStorage};

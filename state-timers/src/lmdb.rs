@@ -20,8 +20,10 @@ pub type LmdbTimerQueue = CachedTimerQueue<LmdbTimerStore>;
 /// Where and how an LMDB timer store is created.
 #[derive(Debug, Clone)]
 pub struct LmdbConfig {
-    /// Directory under which each store creates its own sub-directory (deleted when the
-    /// store is dropped). Default: the system temp dir.
+    /// Directory under which each store creates its own sub-directory `timers-<pid>-<n>`
+    /// (deleted when the store is dropped; left by a crashed process, it is removed by
+    /// the next process's first store here, see [`crate::workdir`]). Default: the system
+    /// temp dir.
     pub local_dir: PathBuf,
     /// The LMDB map size (maximum store size).
     pub map_size: usize,
@@ -60,18 +62,10 @@ impl std::fmt::Debug for LmdbTimerStore {
     }
 }
 
-static INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 impl LmdbTimerStore {
     /// Creates an empty store in a new directory under `config.local_dir`.
     pub fn create(config: &LmdbConfig) -> Result<Self> {
-        let dir = config.local_dir.join(format!(
-            "timers-{}-{}",
-            std::process::id(),
-            INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| StateError::from_io(format!("creating `{}`", dir.display()), e))?;
+        let dir = crate::workdir::create(&config.local_dir, "timers")?;
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
         options.map_size(config.map_size).max_dbs(1);
         // SAFETY: the flags trade durability for speed, which is right for a store that
