@@ -14,10 +14,10 @@ use std::process::{Command, ExitCode};
 const CI_FEATURES: &str = "state-fs/s3,state-fs/hdfs";
 
 /// The cargo profile of every CI command (clippy, tests, docs, the bench harness) and of
-/// the demo. `cargo test` builds dependencies in the `test` profile and `cargo clippy`,
-/// `cargo doc` and `cargo run` in `dev`; the two compile librocksdb-sys (RocksDB's C++,
-/// 25 minutes on 2 cores) separately. Naming one profile everywhere makes every command
-/// resolve to the same librocksdb-sys build. (`test` inherits `dev`'s settings.)
+/// the demo: one profile for all. Together with `[profile.dev.build-override] debug = 1`
+/// in the workspace manifest (which makes `cargo check`/`clippy` and `cargo test` build
+/// the build-dependencies of librocksdb-sys alike), every command resolves to the same
+/// librocksdb-sys build, so RocksDB's C++ (25 minutes on 2 cores) compiles once.
 const PROFILE: &str = "test";
 
 /// Debian packages the workspace needs to build (the C toolchain for -sys crates).
