@@ -102,7 +102,10 @@ fn run(name: &str, seed: &[u8], mut read: impl FnMut(&[u8]) -> Result<()>) {
             rejected += 1;
         }
     }
-    assert!(rejected > INPUTS / 2, "{name}: only {rejected} of {INPUTS} mutations were rejected");
+    assert!(
+        rejected > INPUTS / 2,
+        "{name}: only {rejected} of {INPUTS} mutations were rejected"
+    );
     let largest = LARGEST.load(Ordering::Relaxed);
     assert!(largest < MAX_ALLOCATION, "{name}: an allocation of {largest} bytes");
 }
@@ -125,7 +128,9 @@ fn canonical_keyed_stream() {
     let v = b
         .register(ValueStateDescriptor::<u64>::new("v").with_ttl(TtlConfig::new(std::time::Duration::from_secs(60))))
         .unwrap();
-    let l = b.register(ListStateDescriptor::<String>::new("l").in_namespace::<i64>()).unwrap();
+    let l = b
+        .register(ListStateDescriptor::<String>::new("l").in_namespace::<i64>())
+        .unwrap();
     let m = b.register(MapStateDescriptor::<u32, Vec<u8>>::new("m")).unwrap();
     for k in 0..40u64 {
         b.set_current_key(&k).unwrap();
@@ -164,7 +169,8 @@ fn timer_stream() {
     let mut s = service(&mut b);
     for k in 0..60u64 {
         b.set_current_key(&k).unwrap();
-        s.register_event_time_timer(&mut b, &(k as i64), 1000 + k as i64).unwrap();
+        s.register_event_time_timer(&mut b, &(k as i64), 1000 + k as i64)
+            .unwrap();
         s.register_processing_time_timer(&mut b, &0, 50 + k as i64).unwrap();
     }
     let handle = s.snapshot(&mut b, 1).unwrap().run(&storage).unwrap();
@@ -223,12 +229,16 @@ fn metadata_version_2_and_version_1() {
         .unwrap();
     meta.snapshot.engine.insert("source".into(), vec![9; 16]);
     let seed = meta.encode().unwrap();
-    run("metadata v2", &seed, |bytes| CheckpointMetadata::decode(bytes, "chk-4/_metadata").map(|_| ()));
+    run("metadata v2", &seed, |bytes| {
+        CheckpointMetadata::decode(bytes, "chk-4/_metadata").map(|_| ())
+    });
     let v1 = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/fixture-job/chk-7/_metadata"),
     )
     .unwrap();
-    run("metadata v1", &v1, |bytes| CheckpointMetadata::decode(bytes, "chk-7/_metadata").map(|_| ()));
+    run("metadata v1", &v1, |bytes| {
+        CheckpointMetadata::decode(bytes, "chk-7/_metadata").map(|_| ())
+    });
 }
 
 #[test]
@@ -238,7 +248,9 @@ fn shared_registry() {
         r.register(id, (0..id).map(|i| format!("shared/{i:06}.sst-{id}")));
     }
     let seed = r.encode().unwrap();
-    run("shared registry", &seed, |bytes| SharedRegistry::decode(bytes, "_shared_registry").map(|_| ()));
+    run("shared registry", &seed, |bytes| {
+        SharedRegistry::decode(bytes, "_shared_registry").map(|_| ())
+    });
 }
 
 #[test]
@@ -251,5 +263,7 @@ fn coordinator_messages() {
     })
     .encode()
     .unwrap();
-    run("checkpoint message", &seed, |bytes| CheckpointMessage::decode(bytes, "peer").map(|_| ()));
+    run("checkpoint message", &seed, |bytes| {
+        CheckpointMessage::decode(bytes, "peer").map(|_| ())
+    });
 }
