@@ -173,8 +173,10 @@ impl Sink<'_> {
                 self.fs.store().delete(&self.path(&format!("results/{name}")))?;
             }
         }
-        let records: Vec<PartRecord> = match manifest {
-            Some(m) => m.to_vec(),
+        // Each committed part with what its checkpoint recorded (nothing, for a checkpoint
+        // of an older release).
+        let records: Vec<(u64, Option<PartRecord>)> = match manifest {
+            Some(m) => m.iter().map(|r| (r.id, Some(*r))).collect(),
             None => {
                 let mut ids: Vec<u64> = names
                     .iter()
@@ -182,19 +184,13 @@ impl Sink<'_> {
                     .filter(|id| keep(*id))
                     .collect();
                 ids.sort_unstable();
-                ids.into_iter()
-                    .map(|id| PartRecord {
-                        id,
-                        size: u64::MAX,
-                        crc32c: 0,
-                    })
-                    .collect()
+                ids.into_iter().map(|id| (id, None)).collect()
             }
         };
         let mut lines = Vec::new();
         let mut verified = Vec::with_capacity(records.len());
-        for r in records {
-            let rel = part_name(r.id);
+        for (id, recorded) in records {
+            let rel = part_name(id);
             let path = self.path(&rel);
             let bad = |detail: String| StateError::Corrupt {
                 source_name: rel.clone(),
@@ -205,7 +201,7 @@ impl Sink<'_> {
                 Some(_) => self.fs.store().read_all(&path)?,
                 None => return Err(bad("missing: the checkpoint that committed it records it".into())),
             };
-            if r.size != u64::MAX {
+            if let Some(r) = recorded {
                 let crc = crc32c::crc32c(&bytes);
                 if bytes.len() as u64 != r.size || crc != r.crc32c {
                     return Err(bad(format!(
@@ -217,7 +213,7 @@ impl Sink<'_> {
                 }
             }
             verified.push(PartRecord {
-                id: r.id,
+                id,
                 size: bytes.len() as u64,
                 crc32c: crc32c::crc32c(&bytes),
             });
