@@ -154,6 +154,25 @@ pub enum StateError {
         /// Per checkpoint, why it was skipped.
         reasons: Vec<String>,
     },
+    /// Another running job owns the checkpoint directory (its lease is live).
+    #[error("`{location}` is owned by another running job: {owner}")]
+    LeaseHeld {
+        /// The checkpoint (job) directory.
+        location: String,
+        /// Who holds the lease: owner token, host, PID, epoch and last heartbeat.
+        owner: String,
+    },
+    /// This job lost the ownership of its checkpoint directory: a newer owner took the
+    /// lease over (fencing), so this job must not commit or delete anything there.
+    #[error("`{location}` was taken over by another owner (its epoch {newer}, ours {epoch}); this job is fenced off")]
+    Fenced {
+        /// The checkpoint (job) directory.
+        location: String,
+        /// Our lease epoch (fencing token).
+        epoch: u64,
+        /// The newer owner's epoch.
+        newer: u64,
+    },
     /// A caller passed an argument that is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -63,6 +63,7 @@ pub mod format;
 pub mod framing;
 pub mod keygroup;
 pub mod operator;
+pub mod process;
 pub mod snapshot;
 pub mod state;
 pub mod timer;

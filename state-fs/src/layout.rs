@@ -7,6 +7,7 @@
 //! <root>/<job-id>/shared/             files referenced by several incremental checkpoints
 //! <root>/<job-id>/taskowned/          state owned by the tasks (never deleted by retention)
 //! <root>/<job-id>/_shared_registry    reference counts of shared files
+//! <root>/<job-id>/_lease/<epoch>      who owns the job directory (see `lease`)
 //! <savepoint-dir>/_metadata + files   a savepoint: self-contained, relocatable
 //! ```
 
@@ -22,6 +23,8 @@ pub const IN_PROGRESS: &str = ".inprogress";
 pub const SHARED_DIR: &str = "shared/";
 /// Directory of task-owned files.
 pub const TASK_OWNED_DIR: &str = "taskowned/";
+/// Directory of the ownership lease's epoch files.
+pub const LEASE_DIR: &str = "_lease/";
 /// The persisted shared-state registry.
 pub const REGISTRY: &str = "_shared_registry";
 

@@ -13,6 +13,8 @@
 //! - Every file's CRC32C is recorded; downloads verify it, the canonical format checks
 //!   each section it reads.
 //! - Savepoints are self-contained directories that can be moved and restored anywhere.
+//! - A job owns its directory through a lease with a fencing token ([`lease`]): a
+//!   second job opening it fails naming the owner; a killed owner's lease is taken over.
 //! - Checkpoints, loads and cleanups emit `tracing` events.
 #![deny(missing_docs)]
 
@@ -20,6 +22,7 @@ mod coordinated;
 #[cfg(feature = "heap")]
 mod fs_backend;
 pub mod layout;
+pub mod lease;
 mod metadata;
 mod storage;
 pub mod store;
@@ -27,6 +30,7 @@ mod uri;
 
 #[cfg(feature = "heap")]
 pub use fs_backend::FsStateBackend;
+pub use lease::{LeaseOptions, LeaseRecord};
 pub use metadata::{CheckpointMetadata, LEGACY_OPERATOR_ID, SharedFile, SharedRegistry, SnapshotKind};
 pub use storage::{
     CompletedCheckpoint, DEFAULT_INLINE_THRESHOLD, FsCheckpointStorage, FsOptions, MAX_INLINE_THRESHOLD,

@@ -15,6 +15,7 @@ use crate::layout::{
     IN_PROGRESS, METADATA, REGISTRY, SHARED_DIR, TASK_OWNED_DIR, check_relative_path, check_segment, checkpoint_dir,
     file_stem, parse_checkpoint_dir, unique_suffix,
 };
+use crate::lease::{Lease, LeaseOptions};
 use crate::metadata::{CheckpointMetadata, SharedFile, SharedRegistry, SnapshotKind};
 use crate::store::{ObjectStore, ObjectWriter};
 use crate::uri::Location;
@@ -39,6 +40,10 @@ pub struct FsOptions {
     /// checkpoint to verify its CRC32C before choosing it (default true); without it,
     /// only presence and sizes are checked and damage is found during the restore.
     pub verify_before_restore: bool,
+    /// Exclusive ownership of the job directory (default: a lease with a 30 s time to
+    /// live, see [`LeaseOptions`]); `None` turns it off, for a directory that only one
+    /// process can ever reach.
+    pub lease: Option<LeaseOptions>,
 }
 
 impl Default for FsOptions {
@@ -49,6 +54,7 @@ impl Default for FsOptions {
             transfer_concurrency: 4,
             store_options: BTreeMap::new(),
             verify_before_restore: true,
+            lease: Some(LeaseOptions::default()),
         }
     }
 }
@@ -65,6 +71,9 @@ impl FsOptions {
             return Err(StateError::InvalidArgument(
                 "at least one completed checkpoint must be retained".into(),
             ));
+        }
+        if let Some(lease) = &self.lease {
+            lease.validate()?;
         }
         if self.transfer_concurrency == 0 {
             return Err(StateError::InvalidArgument(
@@ -98,6 +107,8 @@ struct Inner {
     bytes_read: Arc<AtomicU64>,
     bytes_written: AtomicU64,
     state: Mutex<JobState>,
+    /// The ownership of a job directory (`None` for savepoints or when turned off).
+    lease: Option<Lease>,
 }
 
 /// Checkpoint storage for one job (or one savepoint) on a file system or object store.
@@ -122,7 +133,13 @@ struct Inner {
 /// meta.add_subtask(&OperatorId::new("counter")?, 1, 128, 0, state)?;
 /// storage.complete_checkpoint(meta)?;
 ///
-/// // After a restart: find the latest completed checkpoint and restore from it.
+/// // After a restart: find the latest completed checkpoint and restore from it. (While
+/// // the first storage lives it owns the directory: a second opener gets `LeaseHeld`.)
+/// assert!(matches!(
+///     FsCheckpointStorage::open(dir.to_str().unwrap(), "my-job", FsOptions::default()),
+///     Err(state_api::StateError::LeaseHeld { .. })
+/// ));
+/// drop(storage);
 /// let storage = FsCheckpointStorage::open(dir.to_str().unwrap(), "my-job", FsOptions::default())?;
 /// let latest = storage.latest_checkpoint()?.expect("a completed checkpoint");
 /// let mut restored = HeapKeyedStateBackend::<u64>::restore(
@@ -166,10 +183,20 @@ impl FsCheckpointStorage {
     pub fn with_store(store: Arc<dyn ObjectStore>, job_id: &str, options: FsOptions) -> Result<Self> {
         options.validate()?;
         check_segment("job id", job_id)?;
+        let prefix = format!("{job_id}/");
+        // Owning the directory comes first: recovery deletes what a crash left behind,
+        // which must never be a running job's files.
+        let lease = match &options.lease {
+            Some(lease) => {
+                let location = format!("{}/{prefix}", store.describe().trim_end_matches('/'));
+                Some(Lease::acquire(Arc::clone(&store), &prefix, &location, lease)?)
+            }
+            None => None,
+        };
         let storage = FsCheckpointStorage {
             inner: Arc::new(Inner {
                 store,
-                prefix: format!("{job_id}/"),
+                prefix,
                 mode: Mode::Job {
                     job_id: job_id.to_string(),
                 },
@@ -177,6 +204,7 @@ impl FsCheckpointStorage {
                 bytes_read: Arc::new(AtomicU64::new(0)),
                 bytes_written: AtomicU64::new(0),
                 state: Mutex::new(JobState::default()),
+                lease,
             }),
         };
         storage.recover()?;
@@ -205,6 +233,7 @@ impl FsCheckpointStorage {
                 bytes_read: Arc::new(AtomicU64::new(0)),
                 bytes_written: AtomicU64::new(0),
                 state: Mutex::new(JobState::default()),
+                lease: None,
             }),
         })
     }
@@ -259,6 +288,20 @@ impl FsCheckpointStorage {
     /// How many retained checkpoints reference a shared file.
     pub fn shared_ref_count(&self, path: &str) -> usize {
         self.state().registry.ref_count(path)
+    }
+
+    /// This storage's lease epoch, the fencing token of its ownership of the job
+    /// directory (`None` without a lease).
+    pub fn lease_epoch(&self) -> Option<u64> {
+        self.inner.lease.as_ref().map(Lease::epoch)
+    }
+
+    /// Fails with [`StateError::Fenced`] when a newer owner took the job directory over.
+    pub fn check_lease(&self) -> Result<()> {
+        match &self.inner.lease {
+            Some(lease) => lease.check(),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn is_savepoint(&self) -> bool {
@@ -359,17 +402,8 @@ impl FsCheckpointStorage {
         }
     }
 
-    /// Writes `bytes` so that `path` appears complete or not at all: write-then-rename
-    /// where the store can rename, a single PUT otherwise (atomic on object stores).
     fn write_atomically(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        let store = &self.inner.store;
-        if store.can_rename() {
-            let tmp = format!("{path}{IN_PROGRESS}");
-            store.write_all(&tmp, bytes)?;
-            store.rename(&tmp, path)
-        } else {
-            store.write_all(path, bytes)
-        }
+        crate::store::write_atomically(self.inner.store.as_ref(), path, bytes)
     }
 
     /// Completes a checkpoint (or, on a savepoint storage, the savepoint): checks that
@@ -421,6 +455,7 @@ impl FsCheckpointStorage {
         } else {
             self.full(&format!("{}{METADATA}", checkpoint_dir(id)))
         };
+        self.check_lease()?;
         self.write_atomically(&metadata_path, meta.encode()?)?;
         let mut result = CompletedCheckpoint {
             checkpoint_id: id,
@@ -508,6 +543,7 @@ impl FsCheckpointStorage {
                 "checkpoint {checkpoint_id} is completed and cannot be aborted"
             )));
         }
+        self.check_lease()?;
         self.inner
             .store
             .delete_dir(&self.full(&checkpoint_dir(checkpoint_id)))?;

@@ -28,6 +28,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn write_all(&self, path: &str, bytes: Vec<u8>) -> Result<()>;
     /// Opens `path` for reading with seeks (ranged reads on object stores).
     fn reader(&self, path: &str) -> Result<Box<dyn CheckpointInput>>;
+    /// Writes `bytes` to `path` only if nothing is there: `Ok(true)` when this call
+    /// created it, `Ok(false)` when it already existed. Atomic where the store has a
+    /// conditional create (a local file system's `O_EXCL`, S3's `If-None-Match: *`);
+    /// elsewhere (HDFS) a check followed by a write, which a concurrent creator can race.
+    fn create_new(&self, path: &str, bytes: Vec<u8>) -> Result<bool>;
     /// Reads all of `path`.
     fn read_all(&self, path: &str) -> Result<Vec<u8>>;
     /// Size of `path`, or `None` if it does not exist.
@@ -42,6 +47,18 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn delete_dir(&self, dir: &str) -> Result<()>;
     /// Names directly under `dir` (directories end with `/`); empty if `dir` is missing.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
+}
+
+/// Writes `bytes` so that `path` appears complete or not at all: write-then-rename
+/// where the store can rename, a single PUT otherwise (atomic on object stores).
+pub fn write_atomically(store: &dyn ObjectStore, path: &str, bytes: Vec<u8>) -> Result<()> {
+    if store.can_rename() {
+        let tmp = format!("{path}{}", crate::layout::IN_PROGRESS);
+        store.write_all(&tmp, bytes)?;
+        store.rename(&tmp, path)
+    } else {
+        store.write_all(path, bytes)
+    }
 }
 
 fn storage_err(context: String, e: opendal::Error) -> StateError {
@@ -134,6 +151,32 @@ impl ObjectStore for OpendalStore {
             .write(path, bytes)
             .map(|_| ())
             .map_err(|e| storage_err(format!("writing `{path}`"), e))
+    }
+
+    fn create_new(&self, path: &str, bytes: Vec<u8>) -> Result<bool> {
+        if !self.op.info().capability().write_with_if_not_exists {
+            if self.size(path)?.is_some() {
+                return Ok(false);
+            }
+            self.write_all(path, bytes)?;
+            return Ok(true);
+        }
+        let opts = opendal::options::WriteOptions {
+            if_not_exists: true,
+            ..Default::default()
+        };
+        match self.op.write_options(path, bytes, opts) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(storage_err(format!("creating `{path}`"), e)),
+        }
     }
 
     fn reader(&self, path: &str) -> Result<Box<dyn CheckpointInput>> {

@@ -75,6 +75,7 @@ fn partial_upload_is_refused_at_completion() {
     assert_eq!(storage.completed_checkpoints(), vec![1]);
     assert_restores(&storage, 1, 0);
     // After a restart the half-written checkpoint is gone.
+    drop(storage);
     let reopened = FsCheckpointStorage::open(dir.path().to_str().unwrap(), "job", FsOptions::default()).unwrap();
     assert!(!tree(&dir.path().join("job")).iter().any(|f| f.starts_with("chk-2/")));
     assert_restores(&reopened, 1, 0);
@@ -91,6 +92,7 @@ fn failed_metadata_write_leaves_no_completed_checkpoint() {
     assert!(err.to_string().contains("chk-2/_metadata"), "{err}");
     assert_eq!(storage.completed_checkpoints(), vec![1]);
     assert!(!tree(&dir.path().join("job")).contains(&"chk-2/_metadata".to_string()));
+    drop(storage);
     let reopened = FsCheckpointStorage::open(dir.path().to_str().unwrap(), "job", FsOptions::default()).unwrap();
     assert_restores(&reopened, 1, 0);
 }

@@ -84,7 +84,7 @@ fn check_counts(storage: &FsCheckpointStorage, parallelism: u32, base: u64) {
 
 #[test]
 fn coordinated_checkpoints_complete_and_declined_ones_leave_nothing() {
-    let local = common::LocalFs::files_only();
+    let mut local = common::LocalFs::files_only();
     let storage = local.storage.clone();
     let job = [
         OperatorSpec::new("counts", 2, MAX_P).unwrap(),
@@ -151,12 +151,8 @@ fn coordinated_checkpoints_complete_and_declined_ones_leave_nothing() {
     ] {
         coordinator.acknowledge(ack(3, op, i, st)).unwrap();
     }
-    let reopened = FsCheckpointStorage::open(
-        local.job_dir.parent().unwrap().to_str().unwrap(),
-        "job",
-        FsOptions::default(),
-    )
-    .unwrap();
+    drop((coordinator, storage));
+    let reopened = local.restart(FsOptions::default());
     assert_eq!(reopened.completed_checkpoints(), vec![3]);
     check_counts(&reopened, 4, 7000);
 }

@@ -27,7 +27,7 @@ fn checkpoint(storage: &FsCheckpointStorage, id: u64, b: &mut HeapKeyedStateBack
 
 #[test]
 fn checkpoint_layout_completion_and_discovery_after_restart() {
-    let fs = LocalFs::new(FsOptions::default());
+    let mut fs = LocalFs::new(FsOptions::default());
     let mut b = backend_with(5000, 0);
     let meta = checkpoint(&fs.storage, 1, &mut b);
     assert!(
@@ -52,12 +52,7 @@ fn checkpoint_layout_completion_and_discovery_after_restart() {
     assert!(!files.iter().any(|f| f.ends_with(".inprogress")), "{files:?}");
 
     // A restart: a new storage object finds checkpoint 1 and restores it.
-    let reopened = FsCheckpointStorage::open(
-        fs.job_dir.parent().unwrap().to_str().unwrap(),
-        "job",
-        FsOptions::default(),
-    )
-    .unwrap();
+    let reopened = fs.restart(FsOptions::default());
     let latest = reopened.latest_checkpoint().unwrap().unwrap();
     assert_eq!(latest, meta);
     check(&reopened, &latest, 5000, 0);
@@ -111,15 +106,14 @@ fn small_state_is_inlined_into_the_metadata() {
 
 #[test]
 fn incomplete_checkpoints_are_removed_on_restart_and_by_the_next_checkpoint() {
-    let fs = LocalFs::files_only();
+    let mut fs = LocalFs::files_only();
     let mut b = backend_with(100, 0);
     let m1 = checkpoint(&fs.storage, 1, &mut b);
     fs.storage.complete_checkpoint(m1).unwrap();
     // Checkpoint 2 writes its files but never completes (a crash).
     let _m2 = checkpoint(&fs.storage, 2, &mut b);
     assert!(tree(&fs.job_dir).iter().any(|f| f.starts_with("chk-2/")));
-    let root = fs.job_dir.parent().unwrap().to_str().unwrap().to_string();
-    let reopened = FsCheckpointStorage::open(&root, "job", FsOptions::default()).unwrap();
+    let reopened = fs.restart(FsOptions::default());
     assert!(
         !tree(&fs.job_dir).iter().any(|f| f.starts_with("chk-2/")),
         "restart removed the leftover"
@@ -145,7 +139,7 @@ fn write_local(dir: &std::path::Path, name: &str, content: &[u8]) -> std::path::
 
 #[test]
 fn retention_keeps_n_checkpoints_and_deletes_unreferenced_shared_files() {
-    let fs = LocalFs::new(FsOptions {
+    let mut fs = LocalFs::new(FsOptions {
         retained_checkpoints: 2,
         ..FsOptions::default()
     });
@@ -197,15 +191,10 @@ fn retention_keeps_n_checkpoints_and_deletes_unreferenced_shared_files() {
     assert_eq!(fs.storage.shared_ref_count(&all_shared[0].path), 2);
     assert_eq!(fs.storage.shared_ref_count(&all_shared[3].path), 1);
     // The registry survives a restart.
-    let reopened = FsCheckpointStorage::open(
-        fs.job_dir.parent().unwrap().to_str().unwrap(),
-        "job",
-        FsOptions {
-            retained_checkpoints: 2,
-            ..FsOptions::default()
-        },
-    )
-    .unwrap();
+    let reopened = fs.restart(FsOptions {
+        retained_checkpoints: 2,
+        ..FsOptions::default()
+    });
     assert_eq!(reopened.shared_ref_count(&all_shared[0].path), 2);
     assert_eq!(tree(&fs.job_dir), files, "a clean restart deletes nothing");
     // Every retained shared file downloads intact.
@@ -226,7 +215,7 @@ fn retention_keeps_n_checkpoints_and_deletes_unreferenced_shared_files() {
 
 #[test]
 fn an_unreferenced_shared_upload_is_removed_on_restart_and_on_abort() {
-    let fs = LocalFs::new(FsOptions::default());
+    let mut fs = LocalFs::new(FsOptions::default());
     let local = tempfile::tempdir().unwrap();
     let src = write_local(local.path(), "x", b"orphan");
     let up = fs
@@ -234,12 +223,7 @@ fn an_unreferenced_shared_upload_is_removed_on_restart_and_on_abort() {
         .upload_files(&[(src.clone(), fs.storage.shared_path("x.sst"))])
         .unwrap();
     assert!(tree(&fs.job_dir).contains(&up[0].path));
-    FsCheckpointStorage::open(
-        fs.job_dir.parent().unwrap().to_str().unwrap(),
-        "job",
-        FsOptions::default(),
-    )
-    .unwrap();
+    fs.restart(FsOptions::default());
     assert!(!tree(&fs.job_dir).contains(&up[0].path), "restart removed the orphan");
     let up = fs
         .storage

@@ -19,7 +19,7 @@ use state_api::{
     ListStateDescriptor, ManualClock, MapStateDescriptor, OperatorId, OperatorStateBackend, Result, StateError,
     StreamHandle, SubtaskState, TimerService, TtlConfig, ValueStateDescriptor,
 };
-use state_fs::{CheckpointMetadata, SharedRegistry, SnapshotKind};
+use state_fs::{CheckpointMetadata, LeaseRecord, SharedRegistry, SnapshotKind};
 use state_heap::HeapKeyedStateBackend;
 use state_timers::{InternalTimerService, TimerStorage};
 
@@ -250,6 +250,27 @@ fn shared_registry() {
     let seed = r.encode().unwrap();
     run("shared registry", &seed, |bytes| {
         SharedRegistry::decode(bytes, "_shared_registry").map(|_| ())
+    });
+}
+
+#[test]
+fn lease_record() {
+    let seed = LeaseRecord {
+        epoch: 7,
+        owner: "host-a/4242/1764547200000000000".into(),
+        host: "host-a".into(),
+        process: state_api::process::ProcessId {
+            pid: 4242,
+            start_ticks: 99_123,
+        },
+        heartbeat_millis: 1_764_547_200_000,
+        ttl_millis: 30_000,
+        released: false,
+    }
+    .encode()
+    .unwrap();
+    run("lease", &seed, |bytes| {
+        LeaseRecord::decode(bytes, "_lease/00000000000000000007").map(|_| ())
     });
 }
 

@@ -131,7 +131,8 @@ fn s3_checkpoint_restart_retention_and_savepoint() {
         3,
         "files of checkpoints 1 (still referenced), 3 and 4: {names:?}"
     );
-    // Restart: discovery on S3.
+    // Restart: discovery on S3 (the first process ends, releasing its lease).
+    drop(storage);
     let reopened = FsCheckpointStorage::open(
         &uri,
         "job",
@@ -159,6 +160,27 @@ fn s3_checkpoint_restart_retention_and_savepoint() {
     sp.complete_checkpoint(meta).unwrap();
     let sp2 = FsCheckpointStorage::savepoint(&uri, "savepoint-9", options(1024)).unwrap();
     check(&sp2, &sp2.latest_checkpoint().unwrap().unwrap(), 500, 5);
+}
+
+#[test]
+fn s3_lease_uses_conditional_creates() {
+    let uri = unique_prefix();
+    let first = FsCheckpointStorage::open(&uri, "job", options(1024)).unwrap();
+    assert_eq!(first.lease_epoch(), Some(1));
+    let err = FsCheckpointStorage::open(&uri, "job", options(1024)).unwrap_err();
+    assert!(matches!(err, state_api::StateError::LeaseHeld { .. }), "{err}");
+    // If-None-Match: * refuses to create an epoch file that exists.
+    let store = first.store();
+    let epoch1 = first.store_path("_lease/00000000000000000001");
+    assert!(!store.create_new(&epoch1, b"x".to_vec()).unwrap());
+    let fresh = first.store_path("_lease-probe");
+    assert!(store.create_new(&fresh, b"x".to_vec()).unwrap());
+    assert!(!store.create_new(&fresh, b"y".to_vec()).unwrap());
+    assert_eq!(store.read_all(&fresh).unwrap(), b"x");
+    store.delete(&fresh).unwrap();
+    drop(first);
+    let second = FsCheckpointStorage::open(&uri, "job", options(1024)).unwrap();
+    assert_eq!(second.lease_epoch(), Some(2));
 }
 
 /// FS storage on S3, damaged through its store, for the conformance suite.

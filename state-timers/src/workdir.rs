@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use state_api::process::{Liveness, ProcessId};
 use state_api::{Result, StateError};
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -52,9 +53,6 @@ pub fn create(root: &Path, kind: &str) -> Result<PathBuf> {
 /// what it removed.
 pub fn remove_orphans(root: &Path, kind: &str) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    if !Path::new("/proc/self").exists() {
-        return removed;
-    }
     let Ok(entries) = std::fs::read_dir(root) else {
         return removed;
     };
@@ -69,7 +67,7 @@ pub fn remove_orphans(root: &Path, kind: &str) -> Vec<PathBuf> {
             continue;
         };
         if pid != std::process::id()
-            && !Path::new("/proc").join(pid.to_string()).exists()
+            && ProcessId::from_pid(pid).liveness() == Liveness::Gone
             && e.file_type().is_ok_and(|t| t.is_dir())
             && std::fs::remove_dir_all(e.path()).is_ok()
         {

@@ -395,6 +395,7 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
     if fs.store().size(&fs.store_path(DONE))?.is_some() {
         // The last run finished: start over.
         fs.store().delete_dir(&fs.store_path(""))?;
+        drop(fs); // Releases its lease before the directory is owned again.
         fs = FsCheckpointStorage::open(&cfg.dir, &job, options)?;
     }
     let memory: Arc<dyn CheckpointStorage> = Arc::new(MemoryCheckpointStorage::with_max_state_size(256 << 20));
