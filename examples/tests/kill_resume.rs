@@ -73,7 +73,24 @@ fn kill_and_resume(query: &str, backend: &str, events: u64, every: u64, seed: u6
         assert!(attempts < 30, "{backend} {query}: never completed");
         let mut child = job(&dir, query, backend, events, every, &out, false).spawn().unwrap();
         if kills < 3 {
-            let delay = Duration::from_millis(window / 5 + rng.below(window / 2 + 1));
+            // The first kill lands after a checkpoint completed (so that the final run has
+            // one to resume from, however loaded the machine); later ones anywhere.
+            let job_dir = dir.join(format!("nexmark-{query}-{backend}"));
+            let has_checkpoint = || {
+                std::fs::read_dir(&job_dir).is_ok_and(|rd| {
+                    rd.flatten().any(|e| {
+                        e.file_name().to_string_lossy().starts_with("chk-") && e.path().join("_metadata").exists()
+                    })
+                })
+            };
+            while kills == 0 && !has_checkpoint() && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let delay = if kills == 0 {
+                Duration::from_millis(rng.below(window / 4 + 1))
+            } else {
+                Duration::from_millis(window / 5 + rng.below(window / 2 + 1))
+            };
             let deadline = Instant::now() + delay;
             while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
                 std::thread::sleep(Duration::from_millis(2));

@@ -27,10 +27,36 @@ pub const UPPER_BOUND_MAX_PARALLELISM: u32 = 32768;
 
 /// An inclusive, possibly empty range of key groups `[start, end]` (Flink's `KeyGroupRange`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawKeyGroupRange")]
 pub struct KeyGroupRange {
     start: u32,
     /// One past the last key group (exclusive end), so that the empty range is representable.
     end_exclusive: u32,
+}
+
+/// [`KeyGroupRange`] as stored (the same fields, in the same order), checked when read:
+/// a range that ends before it starts is refused, never computed with.
+#[derive(Deserialize)]
+struct RawKeyGroupRange {
+    start: u32,
+    end_exclusive: u32,
+}
+
+impl TryFrom<RawKeyGroupRange> for KeyGroupRange {
+    type Error = String;
+
+    fn try_from(raw: RawKeyGroupRange) -> std::result::Result<Self, String> {
+        if raw.end_exclusive < raw.start {
+            return Err(format!(
+                "key-group range ends ({}) before it starts ({})",
+                raw.end_exclusive, raw.start
+            ));
+        }
+        Ok(KeyGroupRange {
+            start: raw.start,
+            end_exclusive: raw.end_exclusive,
+        })
+    }
 }
 
 impl KeyGroupRange {
@@ -69,7 +95,7 @@ impl KeyGroupRange {
 
     /// Number of key groups in the range.
     pub fn len(&self) -> u32 {
-        self.end_exclusive - self.start
+        self.end_exclusive.saturating_sub(self.start)
     }
 
     /// `true` for the empty range.
@@ -303,6 +329,18 @@ mod tests {
     //! `MathUtils.murmurHash` and `KeyGroupRangeAssignment` code and Guava's
     //! `murmur3_32_fixed` (see the note on issue 2). They must never change.
     use super::*;
+
+    #[test]
+    fn a_stored_range_that_ends_before_it_starts_is_refused() {
+        let ok = postcard::to_stdvec(&KeyGroupRange::new(3, 9)).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<KeyGroupRange>(&ok).unwrap(),
+            KeyGroupRange::new(3, 9)
+        );
+        // start 5, end_exclusive 2: found by the resealed mutation test (it made `len` overflow).
+        let bad = postcard::to_stdvec(&(5u32, 2u32)).unwrap();
+        assert!(postcard::from_bytes::<KeyGroupRange>(&bad).is_err());
+    }
 
     #[test]
     fn murmur3_matches_reference_vectors() {

@@ -260,13 +260,33 @@ impl Lease {
                 // Another process created this epoch first: look at it again.
                 continue;
             }
-            // Older epochs, and renewals a killed owner left half done.
+            // A listing that raced with another owner's creation may have missed a newer
+            // epoch: if one exists now, that owner holds the lease, not us.
+            if let Some(&newer) = epochs(store.as_ref(), &dir)?.last()
+                && newer > epoch
+            {
+                let path = epoch_file(&dir, newer);
+                let owner = store
+                    .read_all(&path)
+                    .and_then(|b| LeaseRecord::decode(&b, &path))
+                    .map(|r| r.describe(now_millis()))
+                    .unwrap_or_else(|_| format!("epoch {newer}"));
+                return Err(StateError::LeaseHeld {
+                    location: location.to_string(),
+                    owner,
+                });
+            }
+            // Epochs before the previous one (the previous one stays, so that a
+            // concurrent listing, which may miss files created or deleted meanwhile,
+            // always sees an epoch no one touches and can never start over at 1), and
+            // renewals a killed owner left half done.
             let leftovers = store
                 .list(&dir)?
                 .into_iter()
                 .filter(|n| n.ends_with(crate::layout::IN_PROGRESS))
                 .map(|n| format!("{dir}{n}"));
-            for path in existing.iter().map(|&old| epoch_file(&dir, old)).chain(leftovers) {
+            let older = existing.iter().filter(|&&old| old + 1 < epoch);
+            for path in older.map(|&old| epoch_file(&dir, old)).chain(leftovers) {
                 if let Err(e) = store.delete(&path) {
                     tracing::warn!(location, file = %path, error = %e, "could not delete an old lease file");
                 }

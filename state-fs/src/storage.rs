@@ -86,7 +86,13 @@ impl FsOptions {
 
 #[derive(Debug)]
 enum Mode {
-    Job { job_id: String },
+    Job {
+        job_id: String,
+    },
+    /// A job directory another process owns (see [`FsCheckpointStorage::participant`]).
+    Participant {
+        job_id: String,
+    },
     Savepoint,
 }
 
@@ -209,6 +215,32 @@ impl FsCheckpointStorage {
         };
         storage.recover()?;
         Ok(storage)
+    }
+
+    /// The storage of `job_id` at `uri` as a **participant** of a job that another
+    /// process owns (the process running the job's coordinator, which opened it with
+    /// [`Self::open`]): the job's other processes write their subtasks' files and read
+    /// checkpoints through it. It takes no lease, cleans nothing up, and cannot complete,
+    /// abort or list checkpoints (the owner decides which checkpoint to restore and tells
+    /// the others its id; [`Self::load_checkpoint`] reads it).
+    pub fn participant(uri: &str, job_id: &str, options: FsOptions) -> Result<Self> {
+        options.validate()?;
+        check_segment("job id", job_id)?;
+        let store = Location::parse(uri)?.open(&options.store_options)?;
+        Ok(FsCheckpointStorage {
+            inner: Arc::new(Inner {
+                store: Arc::new(store),
+                prefix: format!("{job_id}/"),
+                mode: Mode::Participant {
+                    job_id: job_id.to_string(),
+                },
+                options,
+                bytes_read: Arc::new(AtomicU64::new(0)),
+                bytes_written: AtomicU64::new(0),
+                state: Mutex::new(JobState::default()),
+                lease: None,
+            }),
+        })
     }
 
     /// A storage that writes (or reads) the savepoint `name` at `uri`: a directory holding
@@ -397,7 +429,7 @@ impl FsCheckpointStorage {
     /// The job this storage holds checkpoints of (`None` for a savepoint storage).
     pub fn job_id(&self) -> Option<&str> {
         match &self.inner.mode {
-            Mode::Job { job_id } => Some(job_id),
+            Mode::Job { job_id } | Mode::Participant { job_id } => Some(job_id),
             Mode::Savepoint => None,
         }
     }
@@ -416,6 +448,11 @@ impl FsCheckpointStorage {
         meta.snapshot.validate()?;
         let id = meta.checkpoint_id;
         match &self.inner.mode {
+            Mode::Participant { .. } => {
+                return Err(StateError::InvalidArgument(
+                    "a participant storage cannot complete checkpoints; the job's owner does".into(),
+                ));
+            }
             Mode::Job { job_id } if *job_id != meta.job_id => {
                 return Err(StateError::InvalidArgument(format!(
                     "metadata of job `{}` cannot complete a checkpoint of job `{job_id}`",
@@ -542,6 +579,11 @@ impl FsCheckpointStorage {
             return Err(StateError::InvalidArgument(format!(
                 "checkpoint {checkpoint_id} is completed and cannot be aborted"
             )));
+        }
+        if matches!(self.inner.mode, Mode::Participant { .. }) {
+            return Err(StateError::InvalidArgument(
+                "a participant storage cannot abort checkpoints; the job's owner does".into(),
+            ));
         }
         self.check_lease()?;
         self.inner

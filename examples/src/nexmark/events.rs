@@ -32,7 +32,7 @@ pub struct Bid {
 }
 
 /// One event of the stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     Person(Person),
     Auction(Auction),

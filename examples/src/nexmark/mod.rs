@@ -2,6 +2,7 @@
 //! Q8 and Q11 over the `nexmark` crate's deterministic event stream, on any backend,
 //! checkpointed and resumable after a crash with exactly-once results.
 
+pub mod cluster;
 pub mod driver;
 pub mod events;
 pub mod queries;

@@ -188,23 +188,20 @@ impl Query {
                 t.advance_watermark(b, wm, |_, _, _| Ok(()))?;
             }
             Query::Q5 { count, closing } => {
-                t.advance_watermark(b, wm, |b, _, timer| {
-                    let n = b.value_in(count, &timer.namespace).get()?.unwrap_or(0);
-                    b.value_in(count, &timer.namespace).clear()?;
-                    let top = closing.entry(timer.namespace).or_insert((0, Vec::new()));
+                fire_window_counts(count, b, t, wm, |start, auction, n| {
+                    let top = closing.entry(start).or_insert((0, Vec::new()));
                     if n > top.0 {
-                        *top = (n, vec![timer.key]);
+                        *top = (n, vec![auction]);
                     } else if n == top.0 {
-                        top.1.push(timer.key);
+                        top.1.push(auction);
                     }
-                    Ok(())
                 })?;
                 // Every timer of a window has the same timestamp, so a window's auctions
                 // all fired in this advance: emit the hot ones.
                 for (start, (n, mut auctions)) in std::mem::take(closing) {
                     auctions.sort_unstable();
                     for a in auctions {
-                        out.push(format!("q5,{},{a},{n}", start + WINDOW_MS));
+                        out.push(q5_line(start, a, n));
                     }
                 }
             }
@@ -234,6 +231,33 @@ impl Query {
         }
         Ok(())
     }
+}
+
+/// Q5's first half: fires the sliding windows the watermark `wm` closes, handing each
+/// window's `(start, auction, bids)` to `emit`, and clears their counts.
+pub fn fire_window_counts<B, Q>(
+    count: &ValueStateHandle<u64, i64>,
+    b: &mut B,
+    t: &mut Timers<Q>,
+    wm: i64,
+    mut emit: impl FnMut(i64, u64, u64),
+) -> Result<()>
+where
+    B: KeyedStateBackend<Key = u64>,
+    Q: TimerQueue<B>,
+{
+    t.advance_watermark(b, wm, |b, _, timer| {
+        let n = b.value_in(count, &timer.namespace).get()?.unwrap_or(0);
+        b.value_in(count, &timer.namespace).clear()?;
+        emit(timer.namespace, timer.key, n);
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Q5's result line for one hot auction of the window starting at `start`.
+pub fn q5_line(start: i64, auction: u64, bids: u64) -> String {
+    format!("q5,{},{auction},{bids}", start + WINDOW_MS)
 }
 
 fn q3_line(p: &Person, auction: u64) -> String {
@@ -281,7 +305,7 @@ pub fn reference(kind: QueryKind, events: u64) -> Vec<String> {
                 let max = per_auction.values().copied().max().unwrap_or(0);
                 for (a, n) in per_auction {
                     if n == max {
-                        out.push(format!("q5,{},{a},{n}", start + WINDOW_MS));
+                        out.push(q5_line(start, a, n));
                     }
                 }
             }

@@ -43,6 +43,7 @@ pub trait Runtime {
 
 /// Heap state; snapshots to memory (`heap-memory`) or to the checkpoint directory
 /// (`heap-fs`); timers on the heap, or in LMDB (`heap-lmdb`: timer counts beyond memory).
+#[derive(Debug, Clone, Copy)]
 pub struct Heap {
     pub memory: bool,
     pub lmdb_timers: bool,
@@ -86,6 +87,7 @@ mod rocks {
     use state_rocksdb::{RocksDbBackendTimerQueue, RocksDbConfig, RocksDbKeyedStateBackend, RocksDbTimerStorage};
 
     /// RocksDB state: full or incremental checkpoints, RocksDB or heap timers.
+    #[derive(Debug, Clone, Copy)]
     pub struct RocksDb {
         pub incremental: bool,
         pub heap_timers: bool,

@@ -12,6 +12,7 @@ use state_api::{
 use state_fs::{FsCheckpointStorage, FsOptions};
 use state_heap::HeapKeyedStateBackend;
 
+mod cluster;
 mod job;
 #[cfg(feature = "rocksdb")]
 mod memory;
@@ -77,9 +78,12 @@ fn main() -> Result<()> {
         job::coordinator_rows(quick, &mut rows)?;
         job::rescale_rows(if quick { 20_000 } else { 1_000_000 }, &mut rows)?;
     }
+    if run("cluster") {
+        cluster::cluster_rows(if quick { 8_000 } else { 400_000 }, &mut rows)?;
+    }
     if rows.is_empty() {
         return Err(state_api::StateError::InvalidArgument(format!(
-            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job",
+            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job, cluster",
             only.unwrap_or_default()
         )));
     }
