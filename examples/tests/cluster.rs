@@ -4,6 +4,9 @@
 //! only its share of the checkpoint; a failing asynchronous part that aborts one
 //! checkpoint while the job goes on.
 
+#[path = "../../state-fs/tests/s3_server/mod.rs"]
+mod s3_server;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -39,7 +42,10 @@ fn free_ports(n: u16, rng: &mut SplitMix64) -> u16 {
 }
 
 struct Run<'a> {
+    /// The checkpoint directory (a local path, or with `store` an `s3://` URI's path).
     dir: &'a Path,
+    /// `--checkpoint-dir` and `--store-option`s instead of `dir` (S3).
+    store: Option<(String, Vec<String>)>,
     query: &'a str,
     backend: &'a str,
     events: u64,
@@ -66,13 +72,22 @@ impl Run<'_> {
                 &workers.to_string(),
             ])
             .args(["--base-port", &base.to_string()])
-            .arg("--checkpoint-dir")
-            .arg(self.dir)
             .arg("--output")
             .arg(&self.out)
             .env("TMPDIR", self.dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        match &self.store {
+            Some((uri, options)) => {
+                c.args(["--checkpoint-dir", uri]);
+                for o in options {
+                    c.args(["--store-option", o]);
+                }
+            }
+            None => {
+                c.arg("--checkpoint-dir").arg(self.dir);
+            }
+        }
         c
     }
 
@@ -151,6 +166,7 @@ fn two_by_two(query: &str, backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let run = Run {
         dir: dir.path(),
+        store: None,
         query,
         backend,
         events: 30_000,
@@ -169,6 +185,47 @@ fn two_by_two(query: &str, backend: &str) {
         reference(query_kind(query), run.events),
         "{backend} {query}"
     );
+}
+
+/// Checkpoints on S3 (the in-process server of state-fs's tests), both processes writing
+/// to the same bucket.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn q5_on_two_processes_of_two_workers_over_s3() {
+    let _serial = serial();
+    let options = s3_server::store_options();
+    let uri = format!("s3://bucket/cluster-{}", std::process::id());
+    if state_fs::FsCheckpointStorage::participant(
+        &uri,
+        "probe",
+        FsOptions {
+            store_options: options.clone(),
+            ..FsOptions::default()
+        },
+    )
+    .is_err()
+    {
+        // state-fs was built without its `s3` feature (CI builds it with).
+        eprintln!("skipped: no S3 support compiled in");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = Run {
+        dir: dir.path(),
+        store: Some((uri, options.iter().map(|(k, v)| format!("{k}={v}")).collect())),
+        query: "q5",
+        backend: "rocksdb-incremental",
+        events: 30_000,
+        epoch: 5_000,
+        out: dir.path().join("out.txt"),
+    };
+    let mut rng = SplitMix64(17);
+    let outs = finish(run.start(2, 2, &[], None, &mut rng));
+    for o in &outs {
+        assert!(o.status.success(), "{}", text(o));
+    }
+    assert!(String::from_utf8_lossy(&outs[0].stdout).contains("6 completed, 0 aborted"));
+    assert_eq!(sorted(&run.out), reference(QueryKind::Q5, run.events));
 }
 
 #[test]
@@ -214,6 +271,7 @@ fn kill_9_of_one_process_and_a_restart_of_all() {
     let job_dir = dir.path().join("nexmark-timely-q5-heap-fs");
     let run = Run {
         dir: dir.path(),
+        store: None,
         query: "q5",
         backend: "heap-fs",
         events: 80_000,
@@ -304,6 +362,7 @@ fn rescale_4_to_3_to_1_and_1_to_4_reading_only_each_share() {
     let job = "nexmark-timely-q5-heap-fs";
     let run = Run {
         dir: dir.path(),
+        store: None,
         query: "q5",
         backend: "heap-fs",
         events: 48_000,
@@ -357,6 +416,7 @@ fn a_failed_asynchronous_part_aborts_one_checkpoint_and_the_job_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let run = Run {
         dir: dir.path(),
+        store: None,
         query: "q5",
         backend: "heap-fs",
         events: 24_000,
@@ -370,4 +430,53 @@ fn a_failed_asynchronous_part_aborts_one_checkpoint_and_the_job_goes_on() {
     assert!(stdout.contains("5 completed, 1 aborted"), "{stdout}");
     assert!(String::from_utf8_lossy(&outs[0].stderr).contains("checkpoint 3 aborted"));
     assert_eq!(sorted(&run.out), reference(QueryKind::Q5, run.events));
+}
+
+#[test]
+fn a_damaged_or_missing_committed_part_is_an_error_naming_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let run = Run {
+        dir: dir.path(),
+        store: None,
+        query: "q8",
+        backend: "heap-fs",
+        events: 24_000,
+        epoch: 4_000,
+        out: dir.path().join("out.txt"),
+    };
+    let mut rng = SplitMix64(23);
+    // Q8's windows all close at the end: a crash right after the last checkpoint (before
+    // the end is recorded) leaves committed parts, and the restart only collects them.
+    let outs = finish(run.start(1, 2, &["--crash-at-epoch", "6"], None, &mut rng));
+    assert_eq!(outs[0].status.code(), Some(3), "{}", text(&outs[0]));
+    let results = dir.path().join("nexmark-timely-q8-heap-fs/results");
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(&results)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("e0000000"))
+        .collect();
+    parts.sort();
+    let part = parts.first().expect("a committed part").clone();
+    let name = part.file_name().unwrap().to_string_lossy().into_owned();
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes[0] ^= 0x20;
+    std::fs::write(&part, &bytes).unwrap();
+    let outs = finish(run.start(1, 2, &[], None, &mut rng));
+    let err = String::from_utf8_lossy(&outs[0].stderr).into_owned();
+    assert!(!outs[0].status.success(), "a damaged part was accepted");
+    assert!(err.contains(&name) && err.contains("CRC32C"), "{err}");
+    std::fs::remove_file(&part).unwrap();
+    let outs = finish(run.start(1, 2, &[], None, &mut rng));
+    let err = String::from_utf8_lossy(&outs[0].stderr).into_owned();
+    assert!(!outs[0].status.success(), "a missing part was accepted");
+    assert!(err.contains(&name) && err.contains("missing"), "{err}");
+    // Repaired, the restart finishes the job with nothing left to process.
+    bytes[0] ^= 0x20;
+    std::fs::write(&part, &bytes).unwrap();
+    let outs = finish(run.start(1, 2, &[], None, &mut rng));
+    assert!(outs[0].status.success(), "{}", text(&outs[0]));
+    assert!(String::from_utf8_lossy(&outs[0].stdout).contains("resuming from checkpoint 6"));
+    assert_eq!(sorted(&run.out), reference(QueryKind::Q8, run.events));
 }

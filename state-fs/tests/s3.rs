@@ -3,63 +3,18 @@
 #![cfg(feature = "s3")]
 
 mod common;
+mod s3_server;
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use state_api::testkit::TestStorage;
 use state_api::{CheckpointInput, CheckpointOutput, CheckpointStorage, KeyedStateBackend, Result, StreamHandle};
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 use state_heap::HeapKeyedStateBackend;
 
-struct Server {
-    endpoint: String,
-    _dir: tempfile::TempDir,
-    _rt: tokio::runtime::Runtime,
-}
-
-/// One S3 server per test binary, on 127.0.0.1 with a random port.
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("bucket")).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let fs = s3s_fs::FileSystem::new(dir.path()).unwrap();
-        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single("AKIDTEST", "SECRETTEST"));
-        let service = builder.build();
-        rt.spawn(async move {
-            let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            while let Ok((socket, _)) = listener.accept().await {
-                let conn = http
-                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
-                    .into_owned();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-        });
-        Server {
-            endpoint,
-            _dir: dir,
-            _rt: rt,
-        }
-    })
-}
-
 fn options(inline_threshold: usize) -> FsOptions {
-    let mut store_options = BTreeMap::new();
-    store_options.insert("endpoint".to_string(), server().endpoint.clone());
-    store_options.insert("access_key_id".to_string(), "AKIDTEST".to_string());
-    store_options.insert("secret_access_key".to_string(), "SECRETTEST".to_string());
+    let store_options = s3_server::store_options();
     FsOptions {
         inline_threshold,
         store_options,

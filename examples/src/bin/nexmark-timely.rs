@@ -9,6 +9,9 @@
 //! # two processes of two workers each, on loopback (start both; process 0 coordinates)
 //! nexmark-timely --processes 2 --process 0 --workers 2 --base-port 2101 &
 //! nexmark-timely --processes 2 --process 1 --workers 2 --base-port 2101
+//! # checkpoints on S3 (with the `s3` feature of state-fs), every process the same options
+//! nexmark-timely --checkpoint-dir s3://bucket/jobs --store-option endpoint=http://127.0.0.1:9000 \
+//!     --store-option access_key_id=KEY --store-option secret_access_key=SECRET
 //! ```
 
 use clap::Parser;
@@ -16,6 +19,12 @@ use state_api::{Result, StateError};
 use state_examples::nexmark::cluster::{self, ClusterConfig};
 use state_examples::nexmark::runtime::{self, Heap};
 use state_examples::nexmark::{QueryKind, reference};
+
+fn key_value(v: &str) -> std::result::Result<(String, String), String> {
+    v.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{v}` is not KEY=VALUE"))
+}
 
 fn count(v: &str) -> std::result::Result<u64, String> {
     v.replace('_', "")
@@ -43,6 +52,10 @@ struct Args {
     /// Checkpoint directory or URI (every process must reach the same one).
     #[arg(long, default_value = "./checkpoints")]
     checkpoint_dir: String,
+    /// An option of the checkpoint store, `KEY=VALUE`, repeatable (S3: `endpoint`,
+    /// `region`, `access_key_id`, `secret_access_key`, ...; every process needs them).
+    #[arg(long = "store-option", value_parser = key_value)]
+    store_options: Vec<(String, String)>,
     /// Worker threads per process.
     #[arg(short = 'w', long, default_value = "1")]
     workers: usize,
@@ -94,7 +107,7 @@ fn real_main(args: Args) -> Result<()> {
         events: args.events,
         epoch_events: args.epoch_events,
         dir: args.checkpoint_dir.clone(),
-        store_options: Default::default(),
+        store_options: args.store_options.iter().cloned().collect(),
         workers: args.workers,
         processes: args.processes,
         process: args.process,

@@ -169,6 +169,25 @@ pub fn cluster_rows(events: u64, rows: &mut Vec<Row>) -> Result<()> {
             },
         });
         if workers == 4 {
+            let sync = s.workers.iter().map(|w| w.sync_max).max().unwrap_or_default();
+            let asynchronous = s.workers.iter().map(|w| w.async_max).max().unwrap_or_default();
+            let bytes = s.workers.iter().map(|w| w.bytes_per_checkpoint).sum::<u64>() / 4;
+            rows.push(Row {
+                name: "Q5 on 4 workers: longest synchronous part of a subtask's checkpoint".into(),
+                ours: sync.as_secs_f64() * 1e3,
+                baseline: asynchronous.as_secs_f64() * 1e3,
+                unit: "ms",
+                baseline_name: "longest asynchronous part",
+                target: "reported",
+            });
+            rows.push(Row {
+                name: "Q5 on 4 workers: state bytes per worker per checkpoint".into(),
+                ours: bytes as f64,
+                baseline: s.workers.iter().map(|w| w.bytes_per_checkpoint).max().unwrap_or(0) as f64,
+                unit: "bytes",
+                baseline_name: "the busiest worker",
+                target: "reported",
+            });
             let longest = s.durations.iter().max().copied().unwrap_or_default();
             let mean = s.durations.iter().sum::<Duration>() / s.durations.len().max(1) as u32;
             rows.push(Row {

@@ -235,6 +235,12 @@ pub fn coordinate(
 ) -> Result<Outcome> {
     let events = coordinator.subscribe();
     let mut outcome = Outcome::default();
+    if first > last {
+        // The restored checkpoint is the last one: the job had finished.
+        outcome.manifest = manifest;
+        outcome.finished = true;
+        return Ok(outcome);
+    }
     let mut parts: BTreeMap<u64, Vec<Option<ClusterPart>>> = BTreeMap::new();
     let mut waiting: BTreeMap<u64, Vec<CheckpointMessage>> = BTreeMap::new();
     let mut next = first;

@@ -94,6 +94,8 @@ pub struct ClusterSummary {
     /// The slowest local worker's time from its start (after the cluster connected) to
     /// the last checkpoint's resolution.
     pub worker_elapsed: Duration,
+    /// The local workers' reports.
+    pub workers: Vec<WorkerReport>,
 }
 
 /// One worker's figures.
@@ -108,6 +110,12 @@ pub struct WorkerReport {
     pub elapsed: Duration,
     /// Checkpoints this worker heard completed.
     pub completed: u64,
+    /// The longest synchronous part of a checkpoint of any of its subtasks.
+    pub sync_max: Duration,
+    /// The longest asynchronous part.
+    pub async_max: Duration,
+    /// Bytes of state its subtasks wrote per checkpoint, on average.
+    pub bytes_per_checkpoint: u64,
 }
 
 /// The operators of `query` at parallelism `workers`.
@@ -163,6 +171,9 @@ fn open_owner<R: Runtime>(cfg: &ClusterConfig, rt: &R) -> Result<(FsCheckpointSt
         }
         None => (None, Vec::new()),
     };
+    // The committed parts must be intact: a damaged or missing one is an error naming it,
+    // found now rather than after the whole run.
+    read_parts(&fs, &manifest)?;
     // Parts of epochs after the restored checkpoint are written again by this run.
     for name in fs.store().list(&fs.store_path("results/"))? {
         let rel = format!("results/{name}");
@@ -288,6 +299,10 @@ pub fn run<R: Runtime + Clone + Send + Sync + 'static>(rt: R, cfg: ClusterConfig
         restore_from
     };
 
+    // A restart after the last checkpoint completed (a crash before the end was recorded)
+    // has nothing left to process.
+    let nothing_left = EpochPlan::new(cfg.events, cfg.epoch_events, restore_from.unwrap_or(0)).first
+        > EpochPlan::new(cfg.events, cfg.epoch_events, 0).last;
     let communication = if cfg.processes <= 1 {
         timely::CommunicationConfig::Process(threads)
     } else {
@@ -306,21 +321,27 @@ pub fn run<R: Runtime + Clone + Send + Sync + 'static>(rt: R, cfg: ClusterConfig
         worker: timely::WorkerConfig::default(),
     };
     let shared = Arc::new((rt, cfg.clone(), specs, up_tx, receivers));
-    let guards = timely::execute(config, move |worker| {
-        let (rt, cfg, specs, up, receivers) = &*shared;
-        let local = worker.index() % threads;
-        let rx = receivers
-            .lock()
-            .ok()
-            .and_then(|mut r| r.get_mut(local).and_then(Option::take));
-        match rx {
-            Some(rx) => run_worker(worker, rt.clone(), cfg, specs, up.clone(), rx, restore_from),
-            None => Err(StateError::InvalidArgument("a worker started twice".into())),
-        }
-    })
-    .map_err(StateError::InvalidArgument)?;
+    let guards = if nothing_left {
+        None
+    } else {
+        Some(
+            timely::execute(config, move |worker| {
+                let (rt, cfg, specs, up, receivers) = &*shared;
+                let local = worker.index() % threads;
+                let rx = receivers
+                    .lock()
+                    .ok()
+                    .and_then(|mut r| r.get_mut(local).and_then(Option::take));
+                match rx {
+                    Some(rx) => run_worker(worker, rt.clone(), cfg, specs, up.clone(), rx, restore_from),
+                    None => Err(StateError::InvalidArgument("a worker started twice".into())),
+                }
+            })
+            .map_err(StateError::InvalidArgument)?,
+        )
+    };
     let mut reports = Vec::new();
-    for r in guards.join() {
+    for r in guards.map(|g| g.join()).unwrap_or_default() {
         match r {
             Ok(Ok(report)) => reports.push(report),
             Ok(Err(e)) => return Err(e),
@@ -329,12 +350,15 @@ pub fn run<R: Runtime + Clone + Send + Sync + 'static>(rt: R, cfg: ClusterConfig
     }
     for r in &reports {
         println!(
-            "worker {}: {} events in {} ms ({:.0} events/s), {} checkpoints completed",
+            "worker {}: {} events in {} ms ({:.0} events/s), {} checkpoints completed, synchronous part ≤ {:.2?}, asynchronous ≤ {:.2?}, {} B per checkpoint",
             r.worker,
             r.events,
             r.elapsed.as_millis(),
             r.events as f64 / r.elapsed.as_secs_f64().max(1e-9),
-            r.completed
+            r.completed,
+            r.sync_max,
+            r.async_max,
+            r.bytes_per_checkpoint
         );
     }
     let Some((fs, coordinating)) = owner else {
@@ -362,6 +386,7 @@ pub fn run<R: Runtime + Clone + Send + Sync + 'static>(rt: R, cfg: ClusterConfig
         restore: reports.iter().map(|r| r.restore_time).max().unwrap_or_default(),
         restore_bytes: reports.iter().map(|r| r.restore_bytes).sum(),
         worker_elapsed: reports.iter().map(|r| r.elapsed).max().unwrap_or_default(),
+        workers: reports,
     }))
 }
 
@@ -531,8 +556,24 @@ fn run_worker<R: Runtime + 'static>(
             return Err(err);
         }
     }
+    let stats: Vec<_> = subtasks.iter().map(|s| Arc::clone(&s.borrow().stats)).collect();
     drop(subtasks);
     report.elapsed = t.elapsed();
+    let max = |f: fn(&subtask::CheckpointStats) -> &std::sync::atomic::AtomicU64| {
+        let us = stats
+            .iter()
+            .map(|s| f(s).load(std::sync::atomic::Ordering::Relaxed))
+            .max();
+        Duration::from_micros(us.unwrap_or(0))
+    };
+    report.sync_max = max(|s| &s.sync_max_us);
+    report.async_max = max(|s| &s.async_max_us);
+    let checkpoints = plan.last + 1 - plan.first;
+    let bytes: u64 = stats
+        .iter()
+        .map(|s| s.bytes.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    report.bytes_per_checkpoint = bytes / checkpoints.max(1);
     report.completed = completed.get();
     Ok(report)
 }

@@ -4,7 +4,9 @@
 //! that acknowledges or declines to the coordinator).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
+use std::time::Instant;
 
 use state_api::{
     Acknowledgement, CheckpointMessage, CheckpointStorage, Decline, JobAssignment, JobSnapshot, KeyedStateBackend,
@@ -15,6 +17,19 @@ use state_fs::FsCheckpointStorage;
 use super::control::Up;
 use crate::nexmark::queries::Timers;
 use crate::nexmark::runtime::{KeyedPart, Runtime};
+
+/// What a subtask's checkpoints took, shared with their asynchronous parts.
+#[derive(Debug, Default)]
+pub struct CheckpointStats {
+    /// The longest synchronous part (µs).
+    pub sync_max_us: AtomicU64,
+    /// The longest asynchronous part (µs).
+    pub async_max_us: AtomicU64,
+    /// Bytes of state written, over all checkpoints.
+    pub bytes: AtomicU64,
+    /// Checkpoints acknowledged.
+    pub acknowledged: AtomicU64,
+}
 
 /// A subtask's state: backend and timers.
 pub struct Subtask<R: Runtime> {
@@ -27,6 +42,8 @@ pub struct Subtask<R: Runtime> {
     up: Sender<Up>,
     /// A test hook: this checkpoint's asynchronous part fails.
     fail_at: Option<u64>,
+    /// What its checkpoints took.
+    pub stats: Arc<CheckpointStats>,
 }
 
 impl<R: Runtime> Subtask<R> {
@@ -79,17 +96,24 @@ impl<R: Runtime> Subtask<R> {
             target,
             up,
             fail_at,
+            stats: Arc::default(),
         })
     }
 
     /// Takes this subtask's part of checkpoint `id`: the synchronous part now, the
     /// asynchronous part on its own thread, which acknowledges (or declines) when done.
     pub fn checkpoint(&mut self, rt: &R, id: u64) -> Result<()> {
+        let t = Instant::now();
         let keyed = rt.snapshot(&mut self.backend, id)?;
         let timers = self.timers.snapshot(&mut self.backend, id)?;
+        self.stats
+            .sync_max_us
+            .fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         let (target, storage, up) = (Arc::clone(&self.target), self.storage.clone(), self.up.clone());
         let (operator, subtask, fail) = (self.operator.clone(), self.index, self.fail_at == Some(id));
+        let stats = Arc::clone(&self.stats);
         std::thread::spawn(move || {
+            let t = Instant::now();
             let written = (|| {
                 if fail {
                     return Err(StateError::Storage {
@@ -106,12 +130,19 @@ impl<R: Runtime> Subtask<R> {
                 Ok::<_, StateError>(state)
             })();
             let msg = match written {
-                Ok(state) => CheckpointMessage::Acknowledge(Acknowledgement {
-                    checkpoint_id: id,
-                    operator,
-                    subtask,
-                    state,
-                }),
+                Ok(state) => {
+                    stats
+                        .async_max_us
+                        .fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    stats.bytes.fetch_add(state.state_size(), Ordering::Relaxed);
+                    stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+                    CheckpointMessage::Acknowledge(Acknowledgement {
+                        checkpoint_id: id,
+                        operator,
+                        subtask,
+                        state,
+                    })
+                }
                 Err(e) => CheckpointMessage::Decline(Decline {
                     checkpoint_id: id,
                     operator,
