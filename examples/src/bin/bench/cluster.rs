@@ -174,9 +174,9 @@ pub fn cluster_rows(events: u64, rows: &mut Vec<Row>) -> Result<()> {
             let bytes = s.workers.iter().map(|w| w.bytes_per_checkpoint).sum::<u64>() / 4;
             rows.push(Row {
                 name: "Q5 on 4 workers: longest synchronous part of a subtask's checkpoint".into(),
-                ours: sync.as_secs_f64() * 1e3,
-                baseline: asynchronous.as_secs_f64() * 1e3,
-                unit: "ms",
+                ours: sync.as_secs_f64() * 1e6,
+                baseline: asynchronous.as_secs_f64() * 1e6,
+                unit: "µs",
                 baseline_name: "longest asynchronous part",
                 target: "reported",
             });
