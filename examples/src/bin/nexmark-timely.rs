@@ -153,7 +153,7 @@ fn real_main(args: Args) -> Result<()> {
     };
     let eps = s.events as f64 / s.elapsed.as_secs_f64().max(1e-9);
     println!(
-        "{} on {} ({} processes × {} workers): {} results; {} events in {:.2?} ({eps:.0} events/s)",
+        "{} on {} ({} processes × {} workers): {} results; this process's workers: {} events in {:.2?} ({eps:.0} events/s)",
         query.name(),
         args.backend,
         args.processes,
