@@ -427,7 +427,12 @@ impl KeyedStreamReader {
         }
         let index_offset = u64::from_be_bytes(trailer[0..8].try_into().unwrap_or_default());
         let index_len = u64::from(u32::from_be_bytes(trailer[8..12].try_into().unwrap_or_default()));
-        if index_offset < header_end || index_offset + index_len + 4 + TRAILER_LEN != total {
+        // Every field read from the stream is checked before use: a huge offset must not
+        // overflow (found by `cargo fuzz`, fuzz/ keyed_stream and timer_stream).
+        let index_end = index_offset
+            .checked_add(index_len)
+            .and_then(|e| e.checked_add(4 + TRAILER_LEN));
+        if index_offset < header_end || index_end != Some(total) {
             return Err(corrupt(
                 name,
                 "trailer",

@@ -115,3 +115,27 @@ fn every_reader_survives_mutated_input() {
         run(named(name));
     }
 }
+
+/// Inputs `cargo fuzz` found crashing (`fuzz/artifacts/<target>/`), kept in
+/// `tests/fixtures/fuzz-regressions/<target>/`: each must now read or fail with a damage
+/// error. (The first two: a trailer's index offset near `u64::MAX` overflowed.)
+#[test]
+fn fuzz_regressions_stay_fixed() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz-regressions");
+    let mut checked = 0;
+    for name in NAMES {
+        let dir = root.join(name.replace(", ", "_").replace(' ', "_"));
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut reader = named(name);
+        for e in entries.flatten() {
+            let bytes = std::fs::read(e.path()).unwrap();
+            if let Err(err) = (reader.read)(&bytes) {
+                assert!(acceptable(&err), "{}: {err:?}", e.path().display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "the regression inputs are missing ({checked} found)");
+}
