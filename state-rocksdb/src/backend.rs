@@ -188,8 +188,10 @@ struct RState {
     cleanup_cursor: Option<Vec<u8>>,
 }
 
-/// Deletes the instance directory after the database is closed (declared after `db`).
-struct DirGuard(PathBuf);
+/// Deletes the instance directory after the database is closed (declared after `db`)
+/// and after every snapshot's asynchronous part that still reads from it (each holds a
+/// clone): dropping a backend never pulls the files from under a running upload.
+pub(crate) struct DirGuard(PathBuf);
 
 impl Drop for DirGuard {
     fn drop(&mut self) {
@@ -220,7 +222,7 @@ pub struct RocksDbKeyedStateBackend<K: StateKey> {
     /// keep them alive, but RocksDB calls their merge operator and compaction filter for
     /// as long as the database is open: they must be dropped after `db` (declared after it).
     cf_options_alive: Vec<Options>,
-    _dir: DirGuard,
+    pub(crate) dir_guard: Arc<DirGuard>,
     pub(crate) dir: PathBuf,
     pub(crate) config: RocksDbConfig,
     pub(crate) range: KeyGroupRange,
@@ -360,7 +362,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         Ok(RocksDbKeyedStateBackend {
             db,
             cf_options_alive: Vec::new(),
-            _dir: guard,
+            dir_guard: Arc::new(guard),
             dir,
             config,
             range: ctx.key_group_range,
@@ -939,9 +941,11 @@ impl<K: StateKey> KeyedStateBackend for RocksDbKeyedStateBackend<K> {
             now,
             _k: PhantomData,
         };
+        let keep_dir = Arc::clone(&self.dir_guard);
         Ok(AsyncSnapshot::new(checkpoint_id, move |storage| {
             let result = job.write(storage);
             let _ = std::fs::remove_dir_all(&job.dir);
+            drop(keep_dir);
             result
         }))
     }

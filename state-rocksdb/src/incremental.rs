@@ -47,9 +47,11 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             shared_files: Vec::new(),
             private_files: Vec::new(),
         };
+        let keep_dir = Arc::clone(&self.dir_guard);
         Ok(AsyncSnapshot::new(checkpoint_id, move |storage| {
             let result = upload(&snap_dir, base, &confirmed, storage);
             let _ = std::fs::remove_dir_all(&snap_dir);
+            drop(keep_dir);
             let handle = result?;
             if let Ok(mut p) = pending.lock() {
                 p.insert(checkpoint_id, handle.shared_files.clone());

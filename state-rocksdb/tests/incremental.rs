@@ -163,3 +163,32 @@ fn incremental_restore_rescales_up_and_down() {
     .unwrap_err();
     assert!(matches!(err, StateError::IncompatibleType { role: "key", .. }), "{err}");
 }
+
+/// The asynchronous part of an incremental checkpoint uploads from a RocksDB checkpoint
+/// inside the instance directory: dropping the backend first must not delete it (an
+/// engine drops an operator once its input ends, while its last checkpoint uploads).
+#[test]
+fn an_incremental_upload_completes_after_the_backend_is_dropped() {
+    let root = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let storage = FsCheckpointStorage::open(root.path().to_str().unwrap(), "job", FsOptions::default()).unwrap();
+    let config = || RocksDbConfig {
+        local_dir: local.path().to_path_buf(),
+        ..RocksDbConfig::default()
+    };
+    let mut b = RocksDbKeyedStateBackend::<u64>::new(&ctx_for(1, 0), config()).unwrap();
+    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let model: BTreeMap<u64, u64> = (0..KEYS).map(|k| (k, k * 3)).collect();
+    for (k, value) in &model {
+        b.set_current_key(k).unwrap();
+        b.value(&v).update(*value).unwrap();
+    }
+    let pending = b.snapshot_incremental(1).unwrap();
+    drop(b);
+    let handle = pending.run(&storage).unwrap();
+    // Once the upload finished, the instance directory is gone.
+    assert_eq!(std::fs::read_dir(local.path()).unwrap().count(), 0);
+    let mut restored =
+        RocksDbKeyedStateBackend::<u64>::restore_incremental(&ctx_for(1, 0), config(), &[handle], &storage).unwrap();
+    check(&mut restored, &model, 1, 0);
+}

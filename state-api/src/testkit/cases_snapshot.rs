@@ -188,6 +188,27 @@ pub fn async_part_runs_on_another_thread_while_task_writes<F: KeyedBackendFactor
     }
 }
 
+/// The asynchronous part still completes when the backend was dropped after the
+/// synchronous part (an engine shutting an operator down while its last checkpoint
+/// uploads): it must own or keep alive everything it reads.
+pub fn async_part_completes_after_the_backend_is_dropped<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
+    let (mut b, _) = populated(f, 1500);
+    let pending = b.snapshot(1).unwrap();
+    drop(b);
+    let storage = new_storage();
+    let h = pending
+        .run(&storage)
+        .expect("the asynchronous part after the backend was dropped");
+    let mut r = restore_all::<F, u64>(f, &[h], &storage);
+    let rs = AllStates::register(&mut r);
+    for k in 0..1500 {
+        rs.check(&mut r, k, 0);
+    }
+}
+
 pub fn empty_backend_snapshot_restores<F: KeyedBackendFactory, S: TestStorage>(f: &F, new_storage: &dyn Fn() -> S) {
     let mut b = fresh::<F, u64>(f);
     let storage = new_storage();

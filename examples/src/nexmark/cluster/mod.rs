@@ -485,8 +485,9 @@ fn run_worker<R: Runtime + 'static>(
         }
     };
     // The worker keeps its subtasks until the last checkpoint resolved: timely drops an
-    // operator once its input is done, and a backend must outlive the asynchronous part
-    // of its last snapshot (a RocksDB checkpoint directory is deleted with the backend).
+    // operator once its input is done, and the backends must still hear that their last
+    // checkpoint completed. (Their snapshots' asynchronous parts would complete anyway:
+    // they keep what they read alive.)
     let subtasks: Vec<Rc<RefCell<Subtask<R>>>> = subtasks.into_iter().map(|s| Rc::new(RefCell::new(s))).collect();
     let mut handed = subtasks.iter().cloned();
     let mut next = || {
