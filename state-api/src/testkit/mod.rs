@@ -92,74 +92,15 @@ pub fn restore_subtask<F: KeyedBackendFactory, K: StateKey>(
         .expect("restore subtask")
 }
 
-/// Every case of the suite, by name (the macro expands one test per name).
-pub const CASES: &[&str] = &[
-    "value_get_without_value_is_none",
-    "value_update_then_get",
-    "value_default_is_returned_when_empty",
-    "value_clear_removes",
-    "values_are_isolated_per_key",
-    "list_add_and_get_keep_order",
-    "list_add_all_appends",
-    "list_update_replaces",
-    "list_update_with_nothing_clears",
-    "list_clear_removes",
-    "map_put_and_get",
-    "map_put_all_and_overwrite",
-    "map_remove_entry",
-    "map_contains",
-    "map_iterates_entries_keys_and_values",
-    "map_is_empty_tracks_entries",
-    "map_clear_removes_all",
-    "reducing_adds_with_reduce_function",
-    "reducing_clear_removes",
-    "aggregating_adds_with_accumulator",
-    "aggregating_clear_removes",
-    "namespaces_are_isolated",
-    "keys_lists_keys_of_a_namespace",
-    "access_without_current_key_is_an_error",
-    "key_outside_key_group_range_is_rejected",
-    "registering_twice_returns_the_same_state",
-    "registering_with_another_kind_is_an_error",
-    "registering_with_another_type_is_an_error",
-    "ttl_value_expires",
-    "ttl_read_refreshes_when_configured",
-    "ttl_return_expired_if_not_cleaned_up",
-    "ttl_list_elements_expire_individually",
-    "ttl_map_entries_expire_individually",
-    "ttl_full_snapshot_cleanup_leaves_expired_out",
-    "ttl_incremental_cleanup_removes_untouched_entries",
-    "snapshot_restore_round_trips_every_kind",
-    "snapshot_holds_state_as_of_sync_part",
-    "async_part_runs_on_another_thread_while_task_writes",
-    "async_part_completes_after_the_backend_is_dropped",
-    "empty_backend_snapshot_restores",
-    "unregistered_restored_state_survives_next_snapshot",
-    "restore_reads_only_owned_key_groups",
-    "rescale_one_to_three_to_two",
-    "rescale_four_to_one",
-    "operator_list_even_split_on_rescale",
-    "operator_union_list_on_rescale",
-    "operator_broadcast_state_on_rescale",
-    "restore_with_incompatible_value_type_is_an_error",
-    "restore_with_incompatible_key_type_is_an_error",
-    "corrupted_snapshot_is_an_error",
-    "truncated_snapshot_is_an_error",
-    "foreign_file_is_an_error",
-    "large_values_round_trip",
-    "model_random_operations_with_snapshots",
-    "savepoint_restores_on_same_backend_kind",
-];
-
-/// Expands to one `#[test]` per conformance case, each calling the case with `$factory`
-/// and a function creating a fresh [`TestStorage`] (by default [`MemFiles`]).
+/// The one list of the keyed conformance cases: `((path::to::m) { prefix })` expands to
+/// `path::to::m! { prefix case, … }`.
+/// [`CASES`] and [`conformance_tests!`](crate::conformance_tests) are both made from it, and
+/// a unit test checks that every `pub fn` case of the case files is in it.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! conformance_tests {
-    ($factory:expr) => {
-        $crate::conformance_tests!($factory, $crate::testkit::MemFiles::default);
-    };
-    ($factory:expr, $storage:expr) => {
-        $crate::conformance_tests!(@cases $factory, $storage;
+macro_rules! __keyed_conformance_cases {
+    (($($callback:tt)*) { $($prefix:tt)* }) => {
+        $($callback)*! { $($prefix)*
             value_get_without_value_is_none,
             value_update_then_get,
             value_default_is_returned_when_empty,
@@ -215,7 +156,31 @@ macro_rules! conformance_tests {
             large_values_round_trip,
             model_random_operations_with_snapshots,
             savepoint_restores_on_same_backend_kind,
-        );
+        }
+    };
+}
+
+/// Expands a list of case names into a `&[&str]` of their names.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __case_names {
+    ($($case:ident),* $(,)?) => {
+        &[$(stringify!($case)),*]
+    };
+}
+
+/// Every case of the suite, by name (the macro expands one test per name).
+pub const CASES: &[&str] = crate::__keyed_conformance_cases!((crate::__case_names) {});
+
+/// Expands to one `#[test]` per conformance case, each calling the case with `$factory`
+/// and a function creating a fresh [`TestStorage`] (by default [`MemFiles`]).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!($factory, $crate::testkit::MemFiles::default);
+    };
+    ($factory:expr, $storage:expr) => {
+        $crate::__keyed_conformance_cases!(($crate::conformance_tests) { @cases $factory, $storage; });
     };
     (@cases $factory:expr, $storage:expr; $($case:ident),* $(,)?) => {
         $(
@@ -225,4 +190,30 @@ macro_rules! conformance_tests {
             }
         )*
     };
+}
+
+#[cfg(test)]
+mod list_tests {
+    /// Every `pub fn` case of the case files is in the one list: a case cannot be written
+    /// and then silently never run.
+    #[test]
+    fn every_case_function_is_listed() {
+        let sources = [
+            include_str!("cases_ops.rs"),
+            include_str!("cases_snapshot.rs"),
+            include_str!("cases_ttl.rs"),
+            include_str!("model.rs"),
+        ];
+        let mut defined: Vec<&str> = sources
+            .iter()
+            .flat_map(|src| src.lines())
+            .filter_map(|l| l.strip_prefix("pub fn "))
+            .filter(|l| l.contains("<F: KeyedBackendFactory"))
+            .filter_map(|l| l.split('<').next())
+            .collect();
+        defined.sort_unstable();
+        let mut listed: Vec<&str> = super::CASES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(defined, listed);
+    }
 }
