@@ -644,11 +644,14 @@ pub fn job_checkpoint_and_rescale<H: TimerHarness>(h: &H) {
     .unwrap();
 }
 
-/// Expands to one `#[test]` per service case for a [`TimerHarness`].
+/// The one list of the timer-service cases: `((path::to::m) { prefix })` expands to
+/// `path::to::m! { prefix case, … }`; [`SERVICE_CASES`] and `timer_service_tests!` are
+/// made from it.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! timer_service_tests {
-    ($harness:expr) => {
-        $crate::timer_service_tests!(@cases $harness;
+macro_rules! __timer_service_cases {
+    (($($callback:tt)*) { $($prefix:tt)* }) => {
+        $($callback)*! { $($prefix)*
             service_fires_event_time_timers_in_order,
             service_timers_registered_while_firing,
             service_deduplicates_and_deletes,
@@ -658,7 +661,27 @@ macro_rules! timer_service_tests {
             service_restore_checks_types,
             service_windowed_aggregation_survives_rescaling,
             job_checkpoint_and_rescale,
-        );
+        }
+    };
+}
+
+/// Expands a list of case names into a `&[&str]` of their names.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __service_case_names {
+    ($($case:ident),* $(,)?) => {
+        &[$(stringify!($case)),*]
+    };
+}
+
+/// Every timer-service case, by name.
+pub const SERVICE_CASES: &[&str] = crate::__timer_service_cases!((crate::__service_case_names) {});
+
+/// Expands to one `#[test]` per service case for a [`TimerHarness`].
+#[macro_export]
+macro_rules! timer_service_tests {
+    ($harness:expr) => {
+        $crate::__timer_service_cases!(($crate::timer_service_tests) { @cases $harness; });
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
         $(
@@ -668,4 +691,22 @@ macro_rules! timer_service_tests {
             }
         )*
     };
+}
+
+#[cfg(test)]
+mod list_tests {
+    /// Every `pub fn` case of this file is in the one list.
+    #[test]
+    fn every_timer_service_case_is_listed() {
+        let mut defined: Vec<&str> = include_str!("testkit.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub fn "))
+            .filter(|l| l.contains("<H: TimerHarness>"))
+            .filter_map(|l| l.split('<').next())
+            .collect();
+        defined.sort_unstable();
+        let mut listed = super::SERVICE_CASES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(defined, listed);
+    }
 }

@@ -184,22 +184,12 @@ pub fn timer_queue_model_random_operations<F: TimerQueueFactory>(f: &F) {
     }
 }
 
-/// Every timer-queue case, by name.
-pub const TIMER_CASES: &[&str] = &[
-    "timer_queue_fires_in_documented_order",
-    "timer_queue_deduplicates",
-    "timer_queue_removes",
-    "timer_queue_rejects_foreign_key_groups",
-    "timer_queue_with_many_key_groups",
-    "timer_queue_pin_is_consistent_while_mutating",
-    "timer_queue_model_random_operations",
-];
-
-/// Expands to one `#[test]` per timer-queue case for a [`TimerQueueFactory`].
+/// The one list of the timer-queue cases (see `__keyed_conformance_cases`).
+#[doc(hidden)]
 #[macro_export]
-macro_rules! timer_queue_conformance_tests {
-    ($factory:expr) => {
-        $crate::timer_queue_conformance_tests!(@cases $factory;
+macro_rules! __timer_queue_cases {
+    (($($callback:tt)*) { $($prefix:tt)* }) => {
+        $($callback)*! { $($prefix)*
             timer_queue_fires_in_documented_order,
             timer_queue_deduplicates,
             timer_queue_removes,
@@ -207,7 +197,18 @@ macro_rules! timer_queue_conformance_tests {
             timer_queue_with_many_key_groups,
             timer_queue_pin_is_consistent_while_mutating,
             timer_queue_model_random_operations,
-        );
+        }
+    };
+}
+
+/// Every timer-queue case, by name.
+pub const TIMER_CASES: &[&str] = crate::__timer_queue_cases!((crate::__case_names) {});
+
+/// Expands to one `#[test]` per timer-queue case for a [`TimerQueueFactory`].
+#[macro_export]
+macro_rules! timer_queue_conformance_tests {
+    ($factory:expr) => {
+        $crate::__timer_queue_cases!(($crate::timer_queue_conformance_tests) { @cases $factory; });
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
         $(
@@ -217,4 +218,22 @@ macro_rules! timer_queue_conformance_tests {
             }
         )*
     };
+}
+
+#[cfg(test)]
+mod list_tests {
+    /// Every `pub fn` timer-queue case of this file is in the one list.
+    #[test]
+    fn every_timer_queue_case_is_listed() {
+        let mut defined: Vec<&str> = include_str!("cases_timers.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub fn "))
+            .filter(|l| l.contains("<F: TimerQueueFactory"))
+            .filter_map(|l| l.split('<').next())
+            .collect();
+        defined.sort_unstable();
+        let mut listed = super::TIMER_CASES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(defined, listed);
+    }
 }
