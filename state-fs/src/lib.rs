@@ -24,17 +24,19 @@ mod fs_backend;
 pub mod layout;
 pub mod lease;
 mod metadata;
+mod options;
 mod storage;
 pub mod store;
+mod streams;
+mod transfer;
 mod uri;
 
 #[cfg(feature = "heap")]
 pub use fs_backend::FsStateBackend;
 pub use lease::{LeaseOptions, LeaseRecord};
 pub use metadata::{CheckpointMetadata, LEGACY_OPERATOR_ID, SharedFile, SharedRegistry, SnapshotKind};
-pub use storage::{
-    CompletedCheckpoint, DEFAULT_INLINE_THRESHOLD, FsCheckpointStorage, FsOptions, MAX_INLINE_THRESHOLD,
-};
+pub use options::{DEFAULT_INLINE_THRESHOLD, FsOptions, MAX_INLINE_THRESHOLD};
+pub use storage::{CompletedCheckpoint, FsCheckpointStorage};
 pub use store::{ObjectStore, ObjectWriter, OpendalStore};
 pub use uri::Location;
 

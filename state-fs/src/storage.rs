@@ -2,90 +2,24 @@
 //! layout, atomic completion, inlining of small state, retention with a shared-file
 //! registry, discovery of the latest checkpoint, and savepoints.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use state_api::{CheckpointInput, CheckpointOutput, CheckpointStorage, Result, StateError, StreamHandle};
+use state_api::{Result, StateError, StreamHandle};
 
 use crate::layout::{
-    IN_PROGRESS, METADATA, REGISTRY, SHARED_DIR, TASK_OWNED_DIR, check_relative_path, check_segment, checkpoint_dir,
-    file_stem, parse_checkpoint_dir, unique_suffix,
+    IN_PROGRESS, METADATA, REGISTRY, SHARED_DIR, check_relative_path, check_segment, checkpoint_dir,
+    parse_checkpoint_dir,
 };
-use crate::lease::{Lease, LeaseOptions};
-use crate::metadata::{CheckpointMetadata, SharedFile, SharedRegistry, SnapshotKind};
-use crate::store::{ObjectStore, ObjectWriter};
+use crate::lease::Lease;
+use crate::metadata::{CheckpointMetadata, SharedRegistry, SnapshotKind};
+use crate::options::FsOptions;
+use crate::store::ObjectStore;
 use crate::uri::Location;
 
-/// The default inline threshold: streams below 20 KiB go into the metadata.
-pub const DEFAULT_INLINE_THRESHOLD: usize = 20 * 1024;
-/// The largest inline threshold allowed.
-pub const MAX_INLINE_THRESHOLD: usize = 1024 * 1024;
-
-/// Settings of a [`FsCheckpointStorage`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FsOptions {
-    /// Streams smaller than this are inlined into the metadata (default 20 KiB, max 1 MiB).
-    pub inline_threshold: usize,
-    /// Completed checkpoints to keep (default 1).
-    pub retained_checkpoints: usize,
-    /// Concurrent uploads and downloads (default 4).
-    pub transfer_concurrency: usize,
-    /// Options of the remote store (S3 endpoint, credentials, ...).
-    pub store_options: BTreeMap<String, String>,
-    /// Whether [`FsCheckpointStorage::latest_checkpoint`] reads every file of a
-    /// checkpoint to verify its CRC32C before choosing it (default true); without it,
-    /// only presence and sizes are checked and damage is found during the restore.
-    pub verify_before_restore: bool,
-    /// Exclusive ownership of the job directory (default: a lease with a 30 s time to
-    /// live, see [`LeaseOptions`]); `None` turns it off, for a directory that only one
-    /// process can ever reach.
-    pub lease: Option<LeaseOptions>,
-}
-
-impl Default for FsOptions {
-    fn default() -> Self {
-        FsOptions {
-            inline_threshold: DEFAULT_INLINE_THRESHOLD,
-            retained_checkpoints: 1,
-            transfer_concurrency: 4,
-            store_options: BTreeMap::new(),
-            verify_before_restore: true,
-            lease: Some(LeaseOptions::default()),
-        }
-    }
-}
-
-impl FsOptions {
-    fn validate(&self) -> Result<()> {
-        if self.inline_threshold > MAX_INLINE_THRESHOLD {
-            return Err(StateError::InvalidArgument(format!(
-                "inline threshold {} exceeds the maximum of {MAX_INLINE_THRESHOLD} bytes",
-                self.inline_threshold
-            )));
-        }
-        if self.retained_checkpoints == 0 {
-            return Err(StateError::InvalidArgument(
-                "at least one completed checkpoint must be retained".into(),
-            ));
-        }
-        if let Some(lease) = &self.lease {
-            lease.validate()?;
-        }
-        if self.transfer_concurrency == 0 {
-            return Err(StateError::InvalidArgument(
-                "transfer concurrency must be at least 1".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
 #[derive(Debug)]
-enum Mode {
+pub(crate) enum Mode {
     Job {
         job_id: String,
     },
@@ -97,24 +31,24 @@ enum Mode {
 }
 
 #[derive(Debug, Default)]
-struct JobState {
-    registry: SharedRegistry,
+pub(crate) struct JobState {
+    pub(crate) registry: SharedRegistry,
     /// Completed checkpoint ids, ascending.
-    completed: Vec<u64>,
+    pub(crate) completed: Vec<u64>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    store: Arc<dyn ObjectStore>,
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn ObjectStore>,
     /// Directory of this storage relative to the store root, ending in `/`.
-    prefix: String,
-    mode: Mode,
-    options: FsOptions,
-    bytes_read: Arc<AtomicU64>,
-    bytes_written: AtomicU64,
-    state: Mutex<JobState>,
+    pub(crate) prefix: String,
+    pub(crate) mode: Mode,
+    pub(crate) options: FsOptions,
+    pub(crate) bytes_read: Arc<AtomicU64>,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) state: Mutex<JobState>,
     /// The ownership of a job directory (`None` for savepoints or when turned off).
-    lease: Option<Lease>,
+    pub(crate) lease: Option<Lease>,
 }
 
 /// Checkpoint storage for one job (or one savepoint) on a file system or object store.
@@ -161,7 +95,7 @@ struct Inner {
 /// ```
 #[derive(Debug, Clone)]
 pub struct FsCheckpointStorage {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// What [`FsCheckpointStorage::complete_checkpoint`] did.
@@ -270,11 +204,11 @@ impl FsCheckpointStorage {
         })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, JobState> {
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, JobState> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn full(&self, rel: &str) -> String {
+    pub(crate) fn full(&self, rel: &str) -> String {
         format!("{}{rel}", self.inner.prefix)
     }
 
@@ -302,7 +236,7 @@ impl FsCheckpointStorage {
         &self.inner.options
     }
 
-    /// Bytes read through [`CheckpointStorage::open_input`] and downloads so far.
+    /// Bytes read through [`CheckpointStorage::open_input`](state_api::CheckpointStorage::open_input) and downloads so far.
     pub fn bytes_read(&self) -> u64 {
         self.inner.bytes_read.load(Ordering::Relaxed)
     }
@@ -434,7 +368,7 @@ impl FsCheckpointStorage {
         }
     }
 
-    fn write_atomically(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+    pub(crate) fn write_atomically(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         crate::store::write_atomically(self.inner.store.as_ref(), path, bytes)
     }
 
@@ -514,7 +448,7 @@ impl FsCheckpointStorage {
         Ok(result)
     }
 
-    fn check_file(&self, path: &str, size: u64) -> Result<()> {
+    pub(crate) fn check_file(&self, path: &str, size: u64) -> Result<()> {
         check_relative_path(path)?;
         match self.inner.store.size(&self.full(path))? {
             Some(actual) if actual == size => Ok(()),
@@ -681,326 +615,5 @@ impl FsCheckpointStorage {
             }
         }
         Ok(())
-    }
-
-    /// A path for a file of checkpoint `checkpoint_id` (exclusive), relative to this storage.
-    pub fn exclusive_path(&self, checkpoint_id: u64, hint: &str) -> String {
-        if self.is_savepoint() {
-            format!("{}-{}", file_stem(hint), unique_suffix())
-        } else {
-            format!(
-                "{}{}-{}",
-                checkpoint_dir(checkpoint_id),
-                file_stem(hint),
-                unique_suffix()
-            )
-        }
-    }
-
-    /// A path in `shared/` for `name` (made unique), relative to this storage. On a
-    /// savepoint storage, files stay in the savepoint directory.
-    pub fn shared_path(&self, name: &str) -> String {
-        if self.is_savepoint() {
-            format!("{}-{}", file_stem(name), unique_suffix())
-        } else {
-            format!("{SHARED_DIR}{}-{}", file_stem(name), unique_suffix())
-        }
-    }
-
-    /// A path in `taskowned/` for `name`, relative to this storage.
-    pub fn task_owned_path(&self, name: &str) -> String {
-        format!("{TASK_OWNED_DIR}{}", file_stem(name))
-    }
-
-    /// Uploads local files to the given relative paths, `transfer_concurrency` at a time,
-    /// streaming each file. Returns each file's size and CRC32C, in input order.
-    pub fn upload_files(&self, files: &[(PathBuf, String)]) -> Result<Vec<SharedFile>> {
-        self.parallel(files, |(local, rel)| {
-            check_relative_path(rel)?;
-            let mut f = std::fs::File::open(local)
-                .map_err(|e| StateError::from_io(format!("opening `{}`", local.display()), e))?;
-            let mut w = self.inner.store.writer(&self.full(rel))?;
-            let mut buf = vec![0u8; 1024 * 1024];
-            let (mut size, mut crc) = (0u64, 0u32);
-            loop {
-                let n = f
-                    .read(&mut buf)
-                    .map_err(|e| StateError::from_io(format!("reading `{}`", local.display()), e))?;
-                if n == 0 {
-                    break;
-                }
-                crc = crc32c::crc32c_append(crc, &buf[..n]);
-                size += n as u64;
-                w.write(&buf[..n])?;
-            }
-            w.close()?;
-            self.inner.bytes_written.fetch_add(size, Ordering::Relaxed);
-            Ok(SharedFile {
-                path: rel.clone(),
-                size,
-                crc32c: crc,
-            })
-        })
-    }
-
-    /// Downloads files to local paths, `transfer_concurrency` at a time, streaming each
-    /// and verifying its size and CRC32C; a mismatch is an error naming the file.
-    pub fn download_files(&self, files: &[(SharedFile, PathBuf)]) -> Result<()> {
-        self.parallel(files, |(file, local)| {
-            let mut input = self.open_input(&StreamHandle::File {
-                path: file.path.clone(),
-                size: file.size,
-                crc32c: file.crc32c,
-            })?;
-            let mut out = std::fs::File::create(local)
-                .map_err(|e| StateError::from_io(format!("creating `{}`", local.display()), e))?;
-            let mut buf = vec![0u8; 1024 * 1024];
-            let (mut size, mut crc) = (0u64, 0u32);
-            loop {
-                let n = input
-                    .read(&mut buf)
-                    .map_err(|e| StateError::from_io(format!("reading `{}`", file.path), e))?;
-                if n == 0 {
-                    break;
-                }
-                crc = crc32c::crc32c_append(crc, &buf[..n]);
-                size += n as u64;
-                out.write_all(&buf[..n])
-                    .map_err(|e| StateError::from_io(format!("writing `{}`", local.display()), e))?;
-            }
-            if size != file.size || crc != file.crc32c {
-                return Err(StateError::Corrupt {
-                    source_name: file.path.clone(),
-                    section: "file".into(),
-                    detail: format!(
-                        "checksum or size mismatch ({size} bytes, crc {crc:08x}; expected {} bytes, crc {:08x})",
-                        file.size, file.crc32c
-                    ),
-                });
-            }
-            Ok(())
-        })
-        .map(|_| ())
-    }
-
-    /// Reads a whole file and verifies its CRC32C.
-    pub fn read_verified(&self, handle: &StreamHandle) -> Result<Vec<u8>> {
-        let mut input = self.open_input(handle)?;
-        let mut bytes = Vec::with_capacity(handle.size() as usize);
-        input
-            .read_to_end(&mut bytes)
-            .map_err(|e| StateError::from_io(format!("reading `{}`", handle.describe()), e))?;
-        if let StreamHandle::File { path, crc32c, .. } = handle
-            && crc32c::crc32c(&bytes) != *crc32c
-        {
-            return Err(StateError::Corrupt {
-                source_name: path.clone(),
-                section: "file".into(),
-                detail: "checksum mismatch".into(),
-            });
-        }
-        Ok(bytes)
-    }
-
-    fn parallel<T: Sync, R: Send>(&self, items: &[T], work: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Option<Result<R>>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-        let workers = self.inner.options.transfer_concurrency.min(items.len()).max(1);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break };
-                        let r = work(item);
-                        let failed = r.is_err();
-                        if let Ok(mut all) = results.lock() {
-                            all[i] = Some(r);
-                        }
-                        if failed {
-                            // Stop handing out work; others finish their current item.
-                            next.store(items.len(), Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-        });
-        let all = results.into_inner().unwrap_or_else(|e| e.into_inner());
-        let mut out = Vec::with_capacity(items.len());
-        for r in all {
-            match r {
-                Some(Ok(v)) => out.push(v),
-                Some(Err(e)) => return Err(e),
-                None => {}
-            }
-        }
-        if out.len() != items.len() {
-            return Err(StateError::Storage {
-                context: "transferring files".into(),
-                detail: "a transfer failed".into(),
-            });
-        }
-        Ok(out)
-    }
-}
-
-/// A stream being written: buffered in memory up to the inline threshold, then streamed
-/// to a file.
-struct FsOutput {
-    storage: FsCheckpointStorage,
-    rel: String,
-    buf: Vec<u8>,
-    writer: Option<Box<dyn ObjectWriter>>,
-    size: u64,
-    crc: u32,
-}
-
-impl Write for FsOutput {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.crc = crc32c::crc32c_append(self.crc, data);
-        self.size += data.len() as u64;
-        if self.writer.is_none() && self.buf.len() + data.len() < self.storage.inner.options.inline_threshold.max(1) {
-            self.buf.extend_from_slice(data);
-            return Ok(data.len());
-        }
-        let result = (|| {
-            if self.writer.is_none() {
-                let mut w = self.storage.inner.store.writer(&self.storage.full(&self.rel))?;
-                if !self.buf.is_empty() {
-                    w.write(&self.buf)?;
-                    self.buf = Vec::new();
-                }
-                self.writer = Some(w);
-            }
-            match self.writer.as_mut() {
-                Some(w) => w.write(data),
-                None => Ok(()),
-            }
-        })();
-        result.map(|()| data.len()).map_err(StateError::into_io)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl CheckpointOutput for FsOutput {
-    fn finish(self: Box<Self>) -> Result<StreamHandle> {
-        let this = *self;
-        match this.writer {
-            None => Ok(StreamHandle::Inline { bytes: this.buf }),
-            Some(w) => {
-                w.close()?;
-                this.storage.inner.bytes_written.fetch_add(this.size, Ordering::Relaxed);
-                Ok(StreamHandle::File {
-                    path: this.rel,
-                    size: this.size,
-                    crc32c: this.crc,
-                })
-            }
-        }
-    }
-}
-
-struct CountingInput {
-    inner: Box<dyn CheckpointInput>,
-    counter: Arc<AtomicU64>,
-}
-
-impl Read for CountingInput {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.counter.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-impl Seek for CountingInput {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.inner.seek(pos)
-    }
-}
-
-impl CheckpointStorage for FsCheckpointStorage {
-    /// Uploads concurrently (`transfer_concurrency` at a time), streaming; shared files go
-    /// to `shared/`, the others into the checkpoint's directory. Never inlined.
-    fn upload_local_files(
-        &self,
-        checkpoint_id: u64,
-        files: &[(PathBuf, String)],
-        shared: bool,
-    ) -> Result<Vec<StreamHandle>> {
-        let targets: Vec<(PathBuf, String)> = files
-            .iter()
-            .map(|(local, name)| {
-                let rel = if shared {
-                    self.shared_path(name)
-                } else {
-                    self.exclusive_path(checkpoint_id, name)
-                };
-                (local.clone(), rel)
-            })
-            .collect();
-        Ok(self
-            .upload_files(&targets)?
-            .into_iter()
-            .map(|f| StreamHandle::File {
-                path: f.path,
-                size: f.size,
-                crc32c: f.crc32c,
-            })
-            .collect())
-    }
-
-    /// Downloads concurrently, verifying sizes and CRC32C.
-    fn download_to_local(&self, files: &[(StreamHandle, PathBuf)]) -> Result<()> {
-        let mut remote = Vec::new();
-        for (handle, local) in files {
-            match handle {
-                StreamHandle::File { path, size, crc32c } => remote.push((
-                    SharedFile {
-                        path: path.clone(),
-                        size: *size,
-                        crc32c: *crc32c,
-                    },
-                    local.clone(),
-                )),
-                StreamHandle::Inline { bytes } => std::fs::write(local, bytes)
-                    .map_err(|e| StateError::from_io(format!("writing `{}`", local.display()), e))?,
-            }
-        }
-        self.download_files(&remote)
-    }
-
-    fn create_output(&self, checkpoint_id: u64, name: &str) -> Result<Box<dyn CheckpointOutput>> {
-        Ok(Box::new(FsOutput {
-            storage: self.clone(),
-            rel: self.exclusive_path(checkpoint_id, name),
-            buf: Vec::new(),
-            writer: None,
-            size: 0,
-            crc: 0,
-        }))
-    }
-
-    /// Opens a stream. The file's size is checked against the handle (a missing or
-    /// truncated file is an error naming it); content is verified by the format's
-    /// per-section checksums as it is read (use [`FsCheckpointStorage::read_verified`]
-    /// for a whole-file CRC check).
-    fn open_input(&self, handle: &StreamHandle) -> Result<Box<dyn CheckpointInput>> {
-        if let Some(inline) = handle.open_inline() {
-            return Ok(inline);
-        }
-        let StreamHandle::File { path, size, .. } = handle else {
-            return Err(StateError::InvalidArgument("unsupported stream handle".into()));
-        };
-        self.check_file(path, *size)?;
-        let inner = self.inner.store.reader(&self.full(path))?;
-        tracing::debug!(path = %path, size, "opened checkpoint file");
-        Ok(Box::new(CountingInput {
-            inner,
-            counter: Arc::clone(&self.inner.bytes_read),
-        }))
     }
 }
