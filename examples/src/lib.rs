@@ -2,4 +2,5 @@
 //! against `state-api`, run on whichever backend the features compile in.
 #![allow(missing_docs)]
 
+pub mod cli;
 pub mod nexmark;

@@ -4,8 +4,11 @@
 //! only its share of the checkpoint; a failing asynchronous part that aborts one
 //! checkpoint while the job goes on.
 
+mod common;
 #[path = "../../state-fs/tests/s3_server/mod.rs"]
 mod s3_server;
+
+use common::read_sorted;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -147,16 +150,6 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn sorted(path: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    v.sort();
-    v
-}
-
 fn query_kind(q: &str) -> QueryKind {
     QueryKind::parse(q).unwrap()
 }
@@ -181,7 +174,7 @@ fn two_by_two(query: &str, backend: &str) {
     let summary = String::from_utf8_lossy(&outs[0].stdout);
     assert!(summary.contains("6 completed, 0 aborted"), "{summary}");
     assert_eq!(
-        sorted(&run.out),
+        read_sorted(&run.out),
         reference(query_kind(query), run.events),
         "{backend} {query}"
     );
@@ -225,7 +218,7 @@ fn q5_on_two_processes_of_two_workers_over_s3() {
         assert!(o.status.success(), "{}", text(o));
     }
     assert!(String::from_utf8_lossy(&outs[0].stdout).contains("6 completed, 0 aborted"));
-    assert_eq!(sorted(&run.out), reference(QueryKind::Q5, run.events));
+    assert_eq!(read_sorted(&run.out), reference(QueryKind::Q5, run.events));
 }
 
 #[test]
@@ -313,7 +306,7 @@ fn kill_9_of_one_process_and_a_restart_of_all() {
         Some(resume_point),
         "the restart resumes from the newest checkpoint the 4 workers completed"
     );
-    assert_eq!(sorted(&run.out), reference(QueryKind::Q5, run.events));
+    assert_eq!(read_sorted(&run.out), reference(QueryKind::Q5, run.events));
 }
 
 /// Restores bytes per worker, from its report line.
@@ -407,7 +400,7 @@ fn rescale_4_to_3_to_1_and_1_to_4_reading_only_each_share() {
             last_restored = latest;
         }
     }
-    assert_eq!(sorted(&run.out), reference(QueryKind::Q5, run.events));
+    assert_eq!(read_sorted(&run.out), reference(QueryKind::Q5, run.events));
 }
 
 #[test]
@@ -429,7 +422,7 @@ fn a_failed_asynchronous_part_aborts_one_checkpoint_and_the_job_goes_on() {
     let stdout = String::from_utf8_lossy(&outs[0].stdout);
     assert!(stdout.contains("5 completed, 1 aborted"), "{stdout}");
     assert!(String::from_utf8_lossy(&outs[0].stderr).contains("checkpoint 3 aborted"));
-    assert_eq!(sorted(&run.out), reference(QueryKind::Q5, run.events));
+    assert_eq!(read_sorted(&run.out), reference(QueryKind::Q5, run.events));
 }
 
 #[test]
@@ -478,5 +471,5 @@ fn a_damaged_or_missing_committed_part_is_an_error_naming_it() {
     let outs = finish(run.start(1, 2, &[], None, &mut rng));
     assert!(outs[0].status.success(), "{}", text(&outs[0]));
     assert!(String::from_utf8_lossy(&outs[0].stdout).contains("resuming from checkpoint 6"));
-    assert_eq!(sorted(&run.out), reference(QueryKind::Q8, run.events));
+    assert_eq!(read_sorted(&run.out), reference(QueryKind::Q8, run.events));
 }

@@ -3,6 +3,9 @@
 //! times) and restarted until it completes. The committed results must equal the
 //! failure-free run's, which must equal the reference implementation's.
 
+mod common;
+
+use common::read_sorted;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,16 +34,6 @@ fn job(dir: &Path, query: &str, backend: &str, events: u64, every: u64, out: &Pa
         c.arg("--verify");
     }
     c
-}
-
-fn read_sorted(path: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    v.sort();
-    v
 }
 
 fn kill_and_resume(query: &str, backend: &str, events: u64, every: u64, seed: u64) {

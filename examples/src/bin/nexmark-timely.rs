@@ -16,21 +16,10 @@
 
 use clap::Parser;
 use state_api::{Result, StateError};
+use state_examples::cli::{count, key_value};
 use state_examples::nexmark::cluster::{self, ClusterConfig};
 use state_examples::nexmark::runtime::{self, Heap};
 use state_examples::nexmark::{QueryKind, reference};
-
-fn key_value(v: &str) -> std::result::Result<(String, String), String> {
-    v.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("`{v}` is not KEY=VALUE"))
-}
-
-fn count(v: &str) -> std::result::Result<u64, String> {
-    v.replace('_', "")
-        .parse()
-        .map_err(|_| format!("`{v}` is not a number of events"))
-}
 
 /// Nexmark on timely dataflow across threads and processes, checkpointed and resumable.
 #[derive(Parser, Debug)]
@@ -90,13 +79,7 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match real_main(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("nexmark-timely: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    state_examples::cli::exit_code("nexmark-timely", real_main(args))
 }
 
 fn real_main(args: Args) -> Result<()> {

@@ -16,15 +16,9 @@
 
 use clap::Parser;
 use state_api::{Result, StateError};
+use state_examples::cli::count;
 use state_examples::nexmark::runtime::{self, Heap, Runtime};
 use state_examples::nexmark::{JobConfig, QueryKind, reference, run};
-
-/// A number of events; `_` separators allowed (`3_000_000`).
-fn count(v: &str) -> std::result::Result<u64, String> {
-    v.replace('_', "")
-        .parse()
-        .map_err(|_| format!("`{v}` is not a number of events"))
-}
 
 /// The Nexmark job on a chosen backend, checkpointed and resumable after a crash.
 #[derive(Parser, Debug)]
@@ -63,13 +57,7 @@ struct Args {
 fn main() -> std::process::ExitCode {
     // `--help`, `--version` and bad flags are handled (and exit) here.
     let args = Args::parse();
-    match real_main(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("nexmark: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    state_examples::cli::exit_code("nexmark", real_main(args))
 }
 
 fn real_main(args: Args) -> Result<()> {

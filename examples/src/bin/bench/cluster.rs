@@ -83,6 +83,21 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `nexmark-timely` running Q5 on heap-fs over `events` events in 10 epochs, in `dir`.
+fn q5_command(bin: &std::path::Path, dir: &std::path::Path, events: u64) -> Command {
+    let mut c = Command::new(bin);
+    c.args(["--query", "q5", "--backend", "heap-fs", "--quiet"])
+        .args([
+            "--events",
+            &events.to_string(),
+            "--epoch-events",
+            &(events / 10).to_string(),
+        ])
+        .arg("--checkpoint-dir")
+        .arg(dir);
+    c
+}
+
 /// 2 processes × 2 workers of the `nexmark-timely` binary beside this one; its events/s.
 fn two_processes(dir: &std::path::Path, events: u64) -> Result<Option<f64>> {
     let Some(bin) = binary()? else {
@@ -92,17 +107,17 @@ fn two_processes(dir: &std::path::Path, events: u64) -> Result<Option<f64>> {
     let base = free_ports(3);
     let children: Vec<_> = (0..2)
         .map(|p| {
-            Command::new(&bin)
-                .args(["--query", "q5", "--backend", "heap-fs", "--quiet", "-n", "2", "-w", "2"])
-                .args(["-p", &p.to_string(), "--base-port", &base.to_string()])
+            q5_command(&bin, dir, events)
                 .args([
-                    "--events",
-                    &events.to_string(),
-                    "--epoch-events",
-                    &(events / 10).to_string(),
+                    "-n",
+                    "2",
+                    "-w",
+                    "2",
+                    "-p",
+                    &p.to_string(),
+                    "--base-port",
+                    &base.to_string(),
                 ])
-                .arg("--checkpoint-dir")
-                .arg(dir)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -217,26 +232,8 @@ pub fn cluster_rows(events: u64, rows: &mut Vec<Row>) -> Result<()> {
     // from copies of its directory at 4, 2 and 1 workers.
     if let Some(bin) = binary()? {
         let _ = std::fs::remove_dir_all(&dir);
-        let status = Command::new(&bin)
-            .args([
-                "--query",
-                "q5",
-                "--backend",
-                "heap-fs",
-                "--quiet",
-                "-w",
-                "4",
-                "--crash-at-epoch",
-                "8",
-            ])
-            .args([
-                "--events",
-                &events.to_string(),
-                "--epoch-events",
-                &(events / 10).to_string(),
-            ])
-            .arg("--checkpoint-dir")
-            .arg(&dir)
+        let status = q5_command(&bin, &dir, events)
+            .args(["-w", "4", "--crash-at-epoch", "8"])
             .stdout(Stdio::null())
             .status()
             .map_err(|e| StateError::from_io("starting nexmark-timely", e))?;
