@@ -133,20 +133,10 @@ impl FsCheckpointStorage {
             }
             None => None,
         };
-        let storage = FsCheckpointStorage {
-            inner: Arc::new(Inner {
-                store,
-                prefix,
-                mode: Mode::Job {
-                    job_id: job_id.to_string(),
-                },
-                options,
-                bytes_read: Arc::new(AtomicU64::new(0)),
-                bytes_written: AtomicU64::new(0),
-                state: Mutex::new(JobState::default()),
-                lease,
-            }),
+        let mode = Mode::Job {
+            job_id: job_id.to_string(),
         };
+        let storage = Self::from_parts(store, prefix, mode, options, lease);
         storage.recover()?;
         Ok(storage)
     }
@@ -161,20 +151,16 @@ impl FsCheckpointStorage {
         options.validate()?;
         check_segment("job id", job_id)?;
         let store = Location::parse(uri)?.open(&options.store_options)?;
-        Ok(FsCheckpointStorage {
-            inner: Arc::new(Inner {
-                store: Arc::new(store),
-                prefix: format!("{job_id}/"),
-                mode: Mode::Participant {
-                    job_id: job_id.to_string(),
-                },
-                options,
-                bytes_read: Arc::new(AtomicU64::new(0)),
-                bytes_written: AtomicU64::new(0),
-                state: Mutex::new(JobState::default()),
-                lease: None,
-            }),
-        })
+        let mode = Mode::Participant {
+            job_id: job_id.to_string(),
+        };
+        Ok(Self::from_parts(
+            Arc::new(store),
+            format!("{job_id}/"),
+            mode,
+            options,
+            None,
+        ))
     }
 
     /// A storage that writes (or reads) the savepoint `name` at `uri`: a directory holding
@@ -190,18 +176,34 @@ impl FsCheckpointStorage {
     pub fn savepoint_with_store(store: Arc<dyn ObjectStore>, name: &str, options: FsOptions) -> Result<Self> {
         options.validate()?;
         check_segment("savepoint name", name)?;
-        Ok(FsCheckpointStorage {
+        Ok(Self::from_parts(
+            store,
+            format!("{name}/"),
+            Mode::Savepoint,
+            options,
+            None,
+        ))
+    }
+
+    fn from_parts(
+        store: Arc<dyn ObjectStore>,
+        prefix: String,
+        mode: Mode,
+        options: FsOptions,
+        lease: Option<Lease>,
+    ) -> Self {
+        FsCheckpointStorage {
             inner: Arc::new(Inner {
                 store,
-                prefix: format!("{name}/"),
-                mode: Mode::Savepoint,
+                prefix,
+                mode,
                 options,
                 bytes_read: Arc::new(AtomicU64::new(0)),
                 bytes_written: AtomicU64::new(0),
                 state: Mutex::new(JobState::default()),
-                lease: None,
+                lease,
             }),
-        })
+        }
     }
 
     pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, JobState> {

@@ -190,28 +190,7 @@ impl Sink<'_> {
         let mut lines = Vec::new();
         let mut verified = Vec::with_capacity(records.len());
         for (id, recorded) in records {
-            let rel = part_name(id);
-            let path = self.path(&rel);
-            let bad = |detail: String| StateError::Corrupt {
-                source_name: rel.clone(),
-                section: "committed result part".into(),
-                detail,
-            };
-            let bytes = match self.fs.store().size(&path)? {
-                Some(_) => self.fs.store().read_all(&path)?,
-                None => return Err(bad("missing: the checkpoint that committed it records it".into())),
-            };
-            if let Some(r) = recorded {
-                let crc = crc32c::crc32c(&bytes);
-                if bytes.len() as u64 != r.size || crc != r.crc32c {
-                    return Err(bad(format!(
-                        "{} bytes with CRC32C {crc:08x}; the checkpoint recorded {} bytes with {:08x}",
-                        bytes.len(),
-                        r.size,
-                        r.crc32c
-                    )));
-                }
-            }
+            let bytes = super::parts::read_committed(self.fs, &part_name(id), recorded.map(|r| (r.size, r.crc32c)))?;
             verified.push(PartRecord {
                 id,
                 size: bytes.len() as u64,

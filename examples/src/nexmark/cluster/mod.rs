@@ -147,9 +147,10 @@ fn fs_options(cfg: &ClusterConfig) -> FsOptions {
     }
 }
 
-/// Opens the job directory as its owner, starting over after a finished run; returns
-/// the storage, the checkpoint to restore, its manifest and the next epoch's plan.
-fn open_owner<R: Runtime>(cfg: &ClusterConfig, rt: &R) -> Result<(FsCheckpointStorage, Option<u64>, Vec<ClusterPart>)> {
+/// Opens the job directory as its owner, starting over after a finished run: the
+/// checkpoint to restore, its manifest and the verified lines of the parts it lists;
+/// parts it does not list are deleted.
+fn open_owner<R: Runtime>(cfg: &ClusterConfig, rt: &R) -> Result<Owner> {
     let job = job_name(cfg, rt);
     let mut fs = FsCheckpointStorage::open(&cfg.dir, &job, fs_options(cfg))?;
     if fs.store().size(&fs.store_path(DONE))?.is_some() {
@@ -173,7 +174,7 @@ fn open_owner<R: Runtime>(cfg: &ClusterConfig, rt: &R) -> Result<(FsCheckpointSt
     };
     // The committed parts must be intact: a damaged or missing one is an error naming it,
     // found now rather than after the whole run.
-    read_parts(&fs, &manifest)?;
+    let committed = read_parts(&fs, &manifest)?;
     // Parts of epochs after the restored checkpoint are written again by this run.
     for name in fs.store().list(&fs.store_path("results/"))? {
         let rel = format!("results/{name}");
@@ -181,32 +182,30 @@ fn open_owner<R: Runtime>(cfg: &ClusterConfig, rt: &R) -> Result<(FsCheckpointSt
             fs.store().delete(&fs.store_path(&rel))?;
         }
     }
-    Ok((fs, restore_from, manifest))
+    Ok(Owner {
+        fs,
+        restore_from,
+        manifest,
+        committed,
+    })
+}
+
+/// The job directory as process 0 opened it.
+struct Owner {
+    fs: FsCheckpointStorage,
+    /// The checkpoint to restore.
+    restore_from: Option<u64>,
+    /// Its part manifest.
+    manifest: Vec<ClusterPart>,
+    /// The lines of those parts, verified.
+    committed: Vec<String>,
 }
 
 /// Reads every part `manifest` lists, verifying its size and CRC32C.
 fn read_parts(fs: &FsCheckpointStorage, manifest: &[ClusterPart]) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     for p in manifest {
-        let path = fs.store_path(&p.name);
-        let bad = |detail: String| StateError::Corrupt {
-            source_name: p.name.clone(),
-            section: "committed result part".into(),
-            detail,
-        };
-        if fs.store().size(&path)?.is_none() {
-            return Err(bad("missing: the checkpoint that committed it records it".into()));
-        }
-        let bytes = fs.store().read_all(&path)?;
-        let crc = crc32c::crc32c(&bytes);
-        if bytes.len() as u64 != p.size || crc != p.crc32c {
-            return Err(bad(format!(
-                "{} bytes with CRC32C {crc:08x}; the checkpoint recorded {} bytes with {:08x}",
-                bytes.len(),
-                p.size,
-                p.crc32c
-            )));
-        }
+        let bytes = crate::nexmark::parts::read_committed(fs, &p.name, Some((p.size, p.crc32c)))?;
         lines.extend(String::from_utf8_lossy(&bytes).lines().map(str::to_string));
     }
     Ok(lines)
@@ -238,7 +237,13 @@ pub fn run<R: Runtime + Clone + Send + Sync + 'static>(rt: R, cfg: ClusterConfig
     // Process 0 owns the directory and runs the coordinator; the others join it.
     let mut owner = None;
     let restore_from = if cfg.process == 0 {
-        let (fs, restore_from, manifest) = open_owner(&cfg, &rt)?;
+        let Owner {
+            fs,
+            restore_from,
+            manifest,
+            committed,
+        } = open_owner(&cfg, &rt)?;
+        let committed_parts = manifest.len();
         match restore_from {
             Some(id) => println!("resuming from checkpoint {id}"),
             None => println!("starting fresh"),
@@ -276,7 +281,7 @@ pub fn run<R: Runtime + Clone + Send + Sync + 'static>(rt: R, cfg: ClusterConfig
                 }
             })
         });
-        owner = Some((fs, coordinating));
+        owner = Some((fs, coordinating, committed, committed_parts));
         restore_from
     } else {
         let mut stream = control::connect(&control_addr, PATIENCE)?;
@@ -301,8 +306,8 @@ pub fn run<R: Runtime + Clone + Send + Sync + 'static>(rt: R, cfg: ClusterConfig
 
     // A restart after the last checkpoint completed (a crash before the end was recorded)
     // has nothing left to process.
-    let nothing_left = EpochPlan::new(cfg.events, cfg.epoch_events, restore_from.unwrap_or(0)).first
-        > EpochPlan::new(cfg.events, cfg.epoch_events, 0).last;
+    let plan = EpochPlan::new(cfg.events, cfg.epoch_events, restore_from.unwrap_or(0));
+    let nothing_left = plan.first > plan.last;
     let communication = if cfg.processes <= 1 {
         timely::CommunicationConfig::Process(threads)
     } else {
@@ -361,7 +366,7 @@ pub fn run<R: Runtime + Clone + Send + Sync + 'static>(rt: R, cfg: ClusterConfig
             r.bytes_per_checkpoint
         );
     }
-    let Some((fs, coordinating)) = owner else {
+    let Some((fs, coordinating, mut results, committed_parts)) = owner else {
         return Ok(None);
     };
     let outcome = coordinating
@@ -372,7 +377,12 @@ pub fn run<R: Runtime + Clone + Send + Sync + 'static>(rt: R, cfg: ClusterConfig
             "the final checkpoint did not complete; run the job again to resume".into(),
         ));
     }
-    let results = read_parts(&fs, &outcome.manifest)?;
+    // The parts committed before this run were verified (and read) at the start; the
+    // final manifest extends that manifest with this run's parts.
+    results.extend(read_parts(
+        &fs,
+        outcome.manifest.get(committed_parts..).unwrap_or_default(),
+    )?);
     fs.store()
         .write_all(&fs.store_path(DONE), results.len().to_string().into_bytes())?;
     Ok(Some(ClusterSummary {
