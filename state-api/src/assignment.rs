@@ -265,7 +265,7 @@ fn assign_subtask(old: Option<&OperatorSnapshot>, spec: &OperatorSpec, index: u3
 /// order (the first `n % parallelism` subtasks get one more), union lists whole, a
 /// broadcast state from the first old subtask that has it. Old streams that contribute
 /// nothing are left out, so they are not read.
-pub fn partition_operator_state(
+pub(crate) fn partition_operator_state(
     handles: &[OperatorSnapshotHandle],
     index: u32,
     parallelism: u32,

@@ -1,5 +1,5 @@
-//! The keyed state backend trait that every backend implements and operator code is
-//! written against, and the factory trait that creates and restores backends.
+//! The keyed state backend trait that operator code is written against, the context a
+//! backend runs in, and the factory trait that creates and restores backends.
 
 use std::sync::Arc;
 
@@ -9,21 +9,35 @@ use crate::descriptor::{
 };
 use crate::error::Result;
 use crate::keygroup::KeyGroupRange;
-use crate::snapshot::{AsyncSnapshot, CheckpointStorage, KeyedSnapshotHandle};
-use crate::state::{Namespace, StateId, StateKey, StateMeta, StateValue, TtlValue, VoidNamespace};
-use crate::ttl::{Clock, SystemClock, TtlConfig};
+use crate::raw::RawKeyedBackend;
+use crate::snapshot::{AsyncSnapshot, CheckpointStorage, IncrementalKeyedHandle, KeyedSnapshotHandle};
+use crate::state::{Namespace, StateKey, StateValue, VoidNamespace};
+use crate::ttl::{Clock, SystemClock};
 use crate::views::{AggregatingView, ListView, MapView, ReducingView, ValueView};
 
-/// A boxed iterator over map entries, as backends return them.
-pub type RawMapIter<'a, UK, UV> = Box<dyn Iterator<Item = Result<(UK, TtlValue<UV>)>> + 'a>;
-
-/// Keyed state: state scoped to the current key (set once per record) and a namespace.
+/// Keyed state as operator code and engines use it: state scoped to the current key
+/// (set once per record) and a namespace, read and written through typed views.
 ///
 /// Operator code is written once, generic over `B: KeyedStateBackend`, and uses the
-/// provided accessors ([`value`](Self::value), [`list_in`](Self::list_in),
-/// [`map_in`](Self::map_in), ...). The `raw_*` and `register_*` methods are what a
-/// backend implements; the typed views in [`crate::views`] add defaults, reduce and
-/// aggregate functions and TTL on top of them, so every backend behaves the same.
+/// accessors ([`value`](Self::value), [`list_in`](Self::list_in),
+/// [`map_in`](Self::map_in), ...). The typed views ([`ValueView`](crate::ValueView), ...) add defaults,
+/// reduce and aggregate functions and TTL, so every backend behaves the same; there is
+/// no way around them from here. Engines call [`snapshot`](Self::snapshot) and the
+/// checkpoint notifications.
+///
+/// Backends do not implement this trait: they implement
+/// [`RawKeyedBackend`](crate::raw::RawKeyedBackend), and every raw backend is a
+/// `KeyedStateBackend`. Code generic over `KeyedStateBackend` cannot reach the raw
+/// operations, even with the raw trait imported, so it cannot write around TTL:
+///
+/// ```compile_fail,E0599
+/// use state_api::raw::RawKeyedBackend;
+/// use state_api::{KeyedStateBackend, RegisteredState, ValueStateHandle, VoidNamespace};
+///
+/// fn bypass<B: KeyedStateBackend<Key = u64>>(backend: &mut B, h: &ValueStateHandle<u64>) {
+///     backend.raw_clear(h.id(), &VoidNamespace).unwrap(); // error: no method `raw_clear`
+/// }
+/// ```
 ///
 /// ```
 /// use state_api::{KeyedStateBackend, Result, ValueStateDescriptor, ValueStateHandle};
@@ -43,6 +57,12 @@ pub type RawMapIter<'a, UK, UV> = Box<dyn Iterator<Item = Result<(UK, TtlValue<U
 pub trait KeyedStateBackend: Send + Sized + std::fmt::Debug {
     /// The key type.
     type Key: StateKey;
+    /// The raw backend underneath (the backend itself); only the views reach it.
+    #[doc(hidden)]
+    type Raw: RawKeyedBackend<Key = Self::Key>;
+    /// The raw backend, for the views; the token cannot be built outside this crate.
+    #[doc(hidden)]
+    fn raw_mut(&mut self, token: Access) -> &mut Self::Raw;
 
     /// The key groups this backend owns.
     fn key_group_range(&self) -> KeyGroupRange;
@@ -58,114 +78,23 @@ pub trait KeyedStateBackend: Send + Sized + std::fmt::Debug {
     /// The clock that TTL reads.
     fn clock(&self) -> &dyn Clock;
 
-    /// Registers (or looks up) a state stored as one value per key and namespace
-    /// (value, reducing and aggregating state).
-    fn register_value<V: StateValue, N: Namespace>(
-        &mut self,
-        meta: StateMeta,
-        ttl: Option<TtlConfig>,
-    ) -> Result<StateId>;
-    /// Registers (or looks up) a list state.
-    fn register_list<E: StateValue, N: Namespace>(
-        &mut self,
-        meta: StateMeta,
-        ttl: Option<TtlConfig>,
-    ) -> Result<StateId>;
-    /// Registers (or looks up) a map state.
-    fn register_map<UK: StateKey, UV: StateValue, N: Namespace>(
-        &mut self,
-        meta: StateMeta,
-        ttl: Option<TtlConfig>,
-    ) -> Result<StateId>;
-
-    /// Reads the value for the current key and `ns`, passing it to `f`.
-    fn raw_value_read<V: StateValue, N: Namespace, R>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        f: impl FnOnce(&TtlValue<V>) -> R,
-    ) -> Result<Option<R>>;
-    /// Writes the value for the current key and `ns`.
-    fn raw_value_write<V: StateValue, N: Namespace>(&mut self, id: StateId, ns: &N, value: TtlValue<V>) -> Result<()>;
-    /// Reads the list for the current key and `ns`; `None` when there is none (or it is empty).
-    fn raw_list_read<E: StateValue, N: Namespace, R>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        f: impl FnOnce(&[TtlValue<E>]) -> R,
-    ) -> Result<Option<R>>;
-    /// Appends to the list for the current key and `ns`.
-    fn raw_list_append<E: StateValue, N: Namespace>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        values: Vec<TtlValue<E>>,
-    ) -> Result<()>;
-    /// Replaces the list for the current key and `ns`; an empty list removes it.
-    fn raw_list_write<E: StateValue, N: Namespace>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        values: Vec<TtlValue<E>>,
-    ) -> Result<()>;
-    /// Reads one map entry for the current key and `ns`.
-    fn raw_map_read<UK: StateKey, UV: StateValue, N: Namespace, R>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        user_key: &UK,
-        f: impl FnOnce(&TtlValue<UV>) -> R,
-    ) -> Result<Option<R>>;
-    /// Writes one map entry for the current key and `ns`.
-    fn raw_map_write<UK: StateKey, UV: StateValue, N: Namespace>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        user_key: UK,
-        value: TtlValue<UV>,
-    ) -> Result<()>;
-    /// Removes one map entry for the current key and `ns`.
-    fn raw_map_remove<UK: StateKey, UV: StateValue, N: Namespace>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        user_key: &UK,
-    ) -> Result<()>;
-    /// Iterates over the map for the current key and `ns`.
-    fn raw_map_iter<UK: StateKey, UV: StateValue, N: Namespace>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-    ) -> Result<RawMapIter<'_, UK, UV>>;
-    /// Removes whatever the state holds for the current key and `ns`.
-    fn raw_clear<N: Namespace>(&mut self, id: StateId, ns: &N) -> Result<()>;
-    /// Checks about `entries` entries of a TTL state for expiry, anywhere in the backend,
-    /// and removes the expired ones (incremental cleanup). Backends that clean up in
-    /// another way (a compaction filter) may do nothing.
-    fn ttl_cleanup_step(&mut self, id: StateId, entries: usize) -> Result<()>;
-
-    /// Every key that has state in `ns` for the state `id`, in no particular order
-    /// (Flink's `getKeys`).
-    fn keys_in<N: Namespace>(&mut self, id: StateId, ns: &N) -> Result<Vec<Self::Key>>;
-
     /// The synchronous part of a snapshot: cheap, on the task thread. The returned
-    /// [`AsyncSnapshot`] writes the state as it was at this call, to any storage, on
-    /// any thread, while this backend keeps processing and updating state.
+    /// [`AsyncSnapshot`] writes the state as it was at this call, in the canonical
+    /// format, to any storage, on any thread, while this backend keeps processing and
+    /// updating state.
     fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<KeyedSnapshotHandle>>;
-
+    /// Whether [`snapshot_incremental`](Self::snapshot_incremental) is supported.
+    fn supports_incremental(&self) -> bool;
+    /// The synchronous part of an incremental snapshot (only what changed since the last
+    /// completed checkpoint is uploaded). Fails with [`crate::StateError::Unsupported`]
+    /// on backends without incremental snapshots.
+    fn snapshot_incremental(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<IncrementalKeyedHandle>>;
     /// Checkpoint `checkpoint_id` completed: every subtask of the job acknowledged it and
-    /// its metadata is written. Backends with incremental checkpoints make its files the
-    /// base of the next one. Engines call it on the coordinator's
-    /// [`crate::CheckpointEvent::Completed`]; the default does nothing.
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
-        let _ = checkpoint_id;
-    }
-
-    /// Checkpoint `checkpoint_id` was aborted: what it uploaded is never reused. The
-    /// default does nothing.
-    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
-        let _ = checkpoint_id;
-    }
+    /// its metadata is written. Engines call it on the coordinator's
+    /// [`crate::CheckpointEvent::Completed`].
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64);
+    /// Checkpoint `checkpoint_id` was aborted: what it uploaded is never reused.
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64);
 
     // ------------------------------------------------------------- provided
 
@@ -173,12 +102,18 @@ pub trait KeyedStateBackend: Send + Sized + std::fmt::Debug {
     /// Registering the same name again with the same kind and types returns a handle to
     /// the same state; a different kind or type is an error.
     fn register<D: StateDescriptor>(&mut self, descriptor: D) -> Result<D::Handle> {
-        descriptor.register_in(self)
+        descriptor.register_in(self.raw_mut(Access(())))
     }
 
     /// Every key that has state for `handle` in the default namespace.
     fn keys<H: RegisteredState<Namespace = VoidNamespace>>(&mut self, handle: &H) -> Result<Vec<Self::Key>> {
-        self.keys_in(handle.id(), &VoidNamespace)
+        self.keys_in(handle, &VoidNamespace)
+    }
+
+    /// Every key that has state for `handle` in namespace `ns`, in no particular order
+    /// (Flink's `getKeys`).
+    fn keys_in<H: RegisteredState>(&mut self, handle: &H, ns: &H::Namespace) -> Result<Vec<Self::Key>> {
+        RawKeyedBackend::keys_in(self.raw_mut(Access(())), handle.id(), ns)
     }
 
     /// The value state `handle` for the current key.
@@ -253,6 +188,60 @@ pub trait KeyedStateBackend: Send + Sized + std::fmt::Debug {
     ) -> AggregatingView<'a, Self, IN, ACC, OUT, N> {
         AggregatingView::new(self, handle, ns)
     }
+}
+
+/// The token that keeps the raw backend out of operator code's reach.
+mod sealed {
+    /// Built only inside `state-api`.
+    #[derive(Debug)]
+    pub struct Access(pub(crate) ());
+}
+use sealed::Access;
+
+impl<B: RawKeyedBackend> KeyedStateBackend for B {
+    type Key = <B as RawKeyedBackend>::Key;
+    type Raw = B;
+    fn raw_mut(&mut self, _token: Access) -> &mut B {
+        self
+    }
+    fn key_group_range(&self) -> KeyGroupRange {
+        RawKeyedBackend::key_group_range(self)
+    }
+    fn max_parallelism(&self) -> u32 {
+        RawKeyedBackend::max_parallelism(self)
+    }
+    fn set_current_key(&mut self, key: &Self::Key) -> Result<()> {
+        RawKeyedBackend::set_current_key(self, key)
+    }
+    fn current_key(&self) -> Option<&Self::Key> {
+        RawKeyedBackend::current_key(self)
+    }
+    fn current_key_group(&self) -> Option<u32> {
+        RawKeyedBackend::current_key_group(self)
+    }
+    fn clock(&self) -> &dyn Clock {
+        RawKeyedBackend::clock(self)
+    }
+    fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<KeyedSnapshotHandle>> {
+        RawKeyedBackend::snapshot(self, checkpoint_id)
+    }
+    fn supports_incremental(&self) -> bool {
+        RawKeyedBackend::supports_incremental(self)
+    }
+    fn snapshot_incremental(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<IncrementalKeyedHandle>> {
+        RawKeyedBackend::snapshot_incremental(self, checkpoint_id)
+    }
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
+        RawKeyedBackend::notify_checkpoint_complete(self, checkpoint_id)
+    }
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        RawKeyedBackend::notify_checkpoint_aborted(self, checkpoint_id)
+    }
+}
+
+/// The raw backend under `backend`, for the views.
+pub(crate) fn raw<B: KeyedStateBackend>(backend: &mut B) -> &mut B::Raw {
+    backend.raw_mut(Access(()))
 }
 
 /// Where and how a keyed backend runs: which key groups it owns and its TTL clock.

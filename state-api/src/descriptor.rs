@@ -18,8 +18,8 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::backend::KeyedStateBackend;
 use crate::error::Result;
+use crate::raw::RawKeyedBackend;
 use crate::state::{
     Namespace, StateId, StateKey, StateKind, StateMeta, StateValue, TtlMeta, VoidNamespace, type_name_of,
 };
@@ -29,8 +29,9 @@ use crate::ttl::TtlConfig;
 pub trait StateDescriptor {
     /// The typed handle that registration returns.
     type Handle;
-    /// Registers the state on `backend` (called by [`KeyedStateBackend::register`]).
-    fn register_in<B: KeyedStateBackend>(self, backend: &mut B) -> Result<Self::Handle>;
+    /// Registers the state on `backend` (called by
+    /// [`KeyedStateBackend::register`](crate::KeyedStateBackend::register)).
+    fn register_in<B: RawKeyedBackend>(self, backend: &mut B) -> Result<Self::Handle>;
 }
 
 /// What every registered-state handle offers.
@@ -191,7 +192,7 @@ handle_common!(ValueStateHandle<T>, ValueStateDescriptor);
 
 impl<T: StateValue, N: Namespace> StateDescriptor for ValueStateDescriptor<T, N> {
     type Handle = ValueStateHandle<T, N>;
-    fn register_in<B: KeyedStateBackend>(self, backend: &mut B) -> Result<Self::Handle> {
+    fn register_in<B: RawKeyedBackend>(self, backend: &mut B) -> Result<Self::Handle> {
         let id = backend.register_value::<T, N>(self.common.meta.clone(), self.common.ttl.clone())?;
         Ok(ValueStateHandle {
             id,
@@ -234,7 +235,7 @@ handle_common!(ListStateHandle<T>, ListStateDescriptor);
 
 impl<T: StateValue, N: Namespace> StateDescriptor for ListStateDescriptor<T, N> {
     type Handle = ListStateHandle<T, N>;
-    fn register_in<B: KeyedStateBackend>(self, backend: &mut B) -> Result<Self::Handle> {
+    fn register_in<B: RawKeyedBackend>(self, backend: &mut B) -> Result<Self::Handle> {
         let id = backend.register_list::<T, N>(self.common.meta.clone(), self.common.ttl.clone())?;
         Ok(ListStateHandle {
             id,
@@ -291,7 +292,7 @@ handle_common!(MapStateHandle<UK, UV>, MapStateDescriptor);
 
 impl<UK: StateKey, UV: StateValue, N: Namespace> StateDescriptor for MapStateDescriptor<UK, UV, N> {
     type Handle = MapStateHandle<UK, UV, N>;
-    fn register_in<B: KeyedStateBackend>(self, backend: &mut B) -> Result<Self::Handle> {
+    fn register_in<B: RawKeyedBackend>(self, backend: &mut B) -> Result<Self::Handle> {
         let id = backend.register_map::<UK, UV, N>(self.common.meta.clone(), self.common.ttl.clone())?;
         Ok(MapStateHandle {
             id,
@@ -345,7 +346,7 @@ handle_common!(ReducingStateHandle<T>, ReducingStateDescriptor);
 
 impl<T: StateValue, N: Namespace> StateDescriptor for ReducingStateDescriptor<T, N> {
     type Handle = ReducingStateHandle<T, N>;
-    fn register_in<B: KeyedStateBackend>(self, backend: &mut B) -> Result<Self::Handle> {
+    fn register_in<B: RawKeyedBackend>(self, backend: &mut B) -> Result<Self::Handle> {
         let id = backend.register_value::<T, N>(self.common.meta.clone(), self.common.ttl.clone())?;
         Ok(ReducingStateHandle {
             id,
@@ -409,7 +410,7 @@ impl<IN: 'static, ACC: StateValue, OUT: 'static, N: Namespace> StateDescriptor
     for AggregatingStateDescriptor<IN, ACC, OUT, N>
 {
     type Handle = AggregatingStateHandle<IN, ACC, OUT, N>;
-    fn register_in<B: KeyedStateBackend>(self, backend: &mut B) -> Result<Self::Handle> {
+    fn register_in<B: RawKeyedBackend>(self, backend: &mut B) -> Result<Self::Handle> {
         let id = backend.register_value::<ACC, N>(self.common.meta.clone(), self.common.ttl.clone())?;
         Ok(AggregatingStateHandle {
             id,

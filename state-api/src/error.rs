@@ -173,6 +173,13 @@ pub enum StateError {
         /// The newer owner's epoch.
         newer: u64,
     },
+    /// The backend or storage does not offer an operation (an incremental snapshot of a
+    /// heap backend, for example).
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What was asked for.
+        what: String,
+    },
     /// A caller passed an argument that is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -12,7 +12,7 @@
 //!   broadcast state), implemented once by [`DefaultOperatorStateBackend`].
 //! - Snapshots: [`AsyncSnapshot`] (the asynchronous part), [`CheckpointStorage`]
 //!   (where bytes go), [`KeyedSnapshotHandle`] / [`OperatorSnapshotHandle`] (what was
-//!   written), and the canonical savepoint [`format`](mod@format).
+//!   written), and the canonical savepoint format ([`raw::format`]).
 //! - Timers: [`TimerService`] (what operators call) and [`TimerQueue`] (what timer
 //!   storages implement), implemented in `state-timers`.
 //! - Jobs: [`JobSnapshot`] (every operator's subtasks' handles), the
@@ -53,28 +53,28 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod assignment;
-pub mod backend;
-pub mod checkpoint;
-pub mod coordinator;
-pub mod descriptor;
-pub mod error;
-pub mod format;
-pub mod framing;
+mod assignment;
+mod backend;
+mod checkpoint;
+mod coordinator;
+mod descriptor;
+mod error;
 pub mod keygroup;
-pub mod operator;
+mod operator;
 pub mod process;
-pub mod snapshot;
-pub mod state;
-pub mod timer;
-pub mod ttl;
-pub mod views;
+pub mod raw;
+pub(crate) use raw::{format, framing};
+mod snapshot;
+mod state;
+mod timer;
+mod ttl;
+mod views;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use assignment::{JobAssignment, OperatorSpec, OperatorStatePartition, RestoreOptions, SubtaskAssignment};
-pub use backend::{BackendContext, KeyedBackendFactory, KeyedStateBackend, RawMapIter};
+pub use backend::{BackendContext, KeyedBackendFactory, KeyedStateBackend};
 pub use checkpoint::{JobSnapshot, OperatorId, OperatorSnapshot, SubtaskSnapshot, SubtaskState};
 pub use coordinator::{
     AbortReason, AckOutcome, Acknowledgement, CheckpointCoordinator, CheckpointEvent, CheckpointMessage,
@@ -92,23 +92,10 @@ pub use snapshot::{
     AsyncSnapshot, CheckpointInput, CheckpointOutput, CheckpointStorage, IncrementalKeyedHandle, KeyedSnapshotHandle,
     OperatorSnapshotHandle, OperatorStateInfo, Redistribution, SharedFile, SnapshotFile, StreamHandle,
 };
-pub use state::{
-    Namespace, StateId, StateKey, StateKind, StateMeta, StateShape, StateValue, TtlMeta, TtlValue, VoidNamespace,
-};
+pub use state::{Namespace, StateKey, StateKind, StateValue, VoidNamespace};
 pub use timer::{PinnedTimers, Timer, TimerEntry, TimerQueue, TimerQueueInfo, TimerService};
 pub use ttl::{Clock, ManualClock, SystemClock, TtlConfig, TtlUpdateType, TtlVisibility};
 pub use views::{AggregatingView, ListView, MapIter, MapView, ReducingView, ValueView};
-
-/// Checks a state name: non-empty, at most 255 bytes, no control characters. State names
-/// end up in file names and metadata, so they are checked once, here, for every backend.
-pub fn check_state_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-        return Err(StateError::InvalidArgument(format!(
-            "state name {name:?} must be 1 to 255 bytes without control characters"
-        )));
-    }
-    Ok(())
-}
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -28,7 +28,7 @@ use crate::snapshot::{AsyncSnapshot, CheckpointStorage, OperatorSnapshotHandle, 
 use crate::state::{StateKey, StateValue, type_name_of};
 
 /// Magic bytes opening an operator state stream.
-pub const OPERATOR_MAGIC: [u8; 8] = *b"\x89RSOPST\n";
+pub(crate) const OPERATOR_MAGIC: [u8; 8] = *b"\x89RSOPST\n";
 /// Magic bytes closing an operator state stream.
 const OPERATOR_END: [u8; 8] = *b"RSOPSEND";
 const OPERATOR_VERSION: u32 = 1;
@@ -234,7 +234,7 @@ impl DefaultOperatorStateBackend {
 
     /// Restores subtask `subtask_index` of `parallelism` from the handles of every old
     /// subtask (even-split and union state need every old subtask's part): the slices
-    /// [`partition_operator_state`] gives it.
+    /// slices the round-robin partitioning (Flink's) gives it.
     pub fn restore(
         handles: &[OperatorSnapshotHandle],
         subtask_index: u32,
@@ -315,7 +315,7 @@ impl DefaultOperatorStateBackend {
         empty: Box<dyn Any + Send>,
         encode: Encoder,
     ) -> Result<()> {
-        crate::check_state_name(name)?;
+        crate::raw::check_state_name(name)?;
         match self.states.get(name) {
             Some(state) if state.mode != mode => Err(StateError::InvalidArgument(format!(
                 "operator state `{name}` is registered as {:?}, not {mode:?}",

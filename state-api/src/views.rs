@@ -5,11 +5,12 @@
 //! visibility, timestamp refresh, cleanup on access) once, on top of the backends' raw
 //! operations, so that every backend behaves the same.
 
-use crate::backend::KeyedStateBackend;
+use crate::backend::{KeyedStateBackend, raw};
 use crate::descriptor::{
     AggregatingStateHandle, ListStateHandle, MapStateHandle, ReducingStateHandle, RegisteredState, ValueStateHandle,
 };
 use crate::error::Result;
+use crate::raw::RawKeyedBackend;
 use crate::state::{Namespace, StateId, StateKey, StateValue, TtlValue};
 use crate::ttl::{TtlConfig, TtlUpdateType, TtlVisibility};
 
@@ -20,7 +21,7 @@ struct Ttl<'c> {
 }
 
 impl<'c> Ttl<'c> {
-    fn of<B: KeyedStateBackend>(backend: &B, cfg: Option<&'c TtlConfig>) -> Self {
+    fn of<B: RawKeyedBackend>(backend: &B, cfg: Option<&'c TtlConfig>) -> Self {
         let now = if cfg.is_some() { backend.clock().now_millis() } else { 0 };
         Ttl { cfg, now }
     }
@@ -45,7 +46,7 @@ impl<'c> Ttl<'c> {
     }
 
     /// Incremental cleanup after an access.
-    fn after_access<B: KeyedStateBackend>(&self, backend: &mut B, id: StateId) -> Result<()> {
+    fn after_access<B: RawKeyedBackend>(&self, backend: &mut B, id: StateId) -> Result<()> {
         match self.cfg {
             Some(c) if c.incremental_cleanup_size() > 0 => backend.ttl_cleanup_step(id, c.incremental_cleanup_size()),
             _ => Ok(()),
@@ -56,7 +57,7 @@ impl<'c> Ttl<'c> {
 /// Reads a value-shaped state with TTL semantics: expired values are removed (and
 /// returned only under `ReturnExpiredIfNotCleanedUp`), live ones refreshed on read if so
 /// configured.
-fn read_value<B: KeyedStateBackend, V: StateValue, N: Namespace>(
+fn read_value<B: RawKeyedBackend, V: StateValue, N: Namespace>(
     backend: &mut B,
     id: StateId,
     ns: &N,
@@ -100,22 +101,21 @@ impl<'a, B: KeyedStateBackend, T: StateValue, N: Namespace> ValueView<'a, B, T, 
 
     /// The value, or the descriptor's default, or `None`.
     pub fn get(&mut self) -> Result<Option<T>> {
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
-        let v = read_value::<B, T, N>(self.backend, self.handle.id(), self.ns, &ttl)?;
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
+        let v = read_value::<B::Raw, T, N>(raw(self.backend), self.handle.id(), self.ns, &ttl)?;
         Ok(v.or_else(|| self.handle.descriptor().default_value().cloned()))
     }
 
     /// Sets the value.
     pub fn update(&mut self, value: T) -> Result<()> {
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
-        self.backend
-            .raw_value_write(self.handle.id(), self.ns, ttl.stamp(value))?;
-        ttl.after_access(self.backend, self.handle.id())
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
+        raw(self.backend).raw_value_write(self.handle.id(), self.ns, ttl.stamp(value))?;
+        ttl.after_access(raw(self.backend), self.handle.id())
     }
 
     /// Removes the value.
     pub fn clear(&mut self) -> Result<()> {
-        self.backend.raw_clear(self.handle.id(), self.ns)
+        raw(self.backend).raw_clear(self.handle.id(), self.ns)
     }
 }
 
@@ -136,24 +136,24 @@ impl<'a, B: KeyedStateBackend, T: StateValue, N: Namespace> ReducingView<'a, B, 
 
     /// The reduced value, if anything was added.
     pub fn get(&mut self) -> Result<Option<T>> {
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
-        read_value::<B, T, N>(self.backend, self.handle.id(), self.ns, &ttl)
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
+        read_value::<B::Raw, T, N>(raw(self.backend), self.handle.id(), self.ns, &ttl)
     }
 
     /// Reduces `value` into the state.
     pub fn add(&mut self, value: T) -> Result<()> {
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
         let id = self.handle.id();
-        let next = match read_value::<B, T, N>(self.backend, id, self.ns, &ttl)? {
+        let next = match read_value::<B::Raw, T, N>(raw(self.backend), id, self.ns, &ttl)? {
             Some(current) => (self.handle.descriptor().reduce_fn())(&current, &value),
             None => value,
         };
-        self.backend.raw_value_write(id, self.ns, ttl.stamp(next))
+        raw(self.backend).raw_value_write(id, self.ns, ttl.stamp(next))
     }
 
     /// Removes the value.
     pub fn clear(&mut self) -> Result<()> {
-        self.backend.raw_clear(self.handle.id(), self.ns)
+        raw(self.backend).raw_clear(self.handle.id(), self.ns)
     }
 }
 
@@ -176,25 +176,25 @@ impl<'a, B: KeyedStateBackend, IN: 'static, ACC: StateValue, OUT: 'static, N: Na
 
     /// The aggregate's result, if anything was added.
     pub fn get(&mut self) -> Result<Option<OUT>> {
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
-        let acc = read_value::<B, ACC, N>(self.backend, self.handle.id(), self.ns, &ttl)?;
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
+        let acc = read_value::<B::Raw, ACC, N>(raw(self.backend), self.handle.id(), self.ns, &ttl)?;
         Ok(acc.map(|a| self.handle.descriptor().function().get_result(&a)))
     }
 
     /// Adds `value` to the accumulator.
     pub fn add(&mut self, value: IN) -> Result<()> {
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
         let id = self.handle.id();
         let function = self.handle.descriptor().function();
-        let mut acc =
-            read_value::<B, ACC, N>(self.backend, id, self.ns, &ttl)?.unwrap_or_else(|| function.create_accumulator());
+        let mut acc = read_value::<B::Raw, ACC, N>(raw(self.backend), id, self.ns, &ttl)?
+            .unwrap_or_else(|| function.create_accumulator());
         function.add(value, &mut acc);
-        self.backend.raw_value_write(id, self.ns, ttl.stamp(acc))
+        raw(self.backend).raw_value_write(id, self.ns, ttl.stamp(acc))
     }
 
     /// Removes the accumulator.
     pub fn clear(&mut self) -> Result<()> {
-        self.backend.raw_clear(self.handle.id(), self.ns)
+        raw(self.backend).raw_clear(self.handle.id(), self.ns)
     }
 }
 
@@ -216,15 +216,13 @@ impl<'a, B: KeyedStateBackend, T: StateValue, N: Namespace> ListView<'a, B, T, N
     /// The elements, in insertion order (empty when there are none).
     pub fn get(&mut self) -> Result<Vec<T>> {
         let id = self.handle.id();
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
         if ttl.cfg.is_none() {
-            let got = self
-                .backend
+            let got = raw(self.backend)
                 .raw_list_read::<T, N, _>(id, self.ns, |items| items.iter().map(|tv| tv.value.clone()).collect())?;
             return Ok(got.unwrap_or_default());
         }
-        let items = self
-            .backend
+        let items = raw(self.backend)
             .raw_list_read::<T, N, _>(id, self.ns, |items| items.to_vec())?
             .unwrap_or_default();
         let total = items.len();
@@ -241,9 +239,9 @@ impl<'a, B: KeyedStateBackend, T: StateValue, N: Namespace> ListView<'a, B, T, N
             }
         }
         if keep.len() != total || (ttl.refresh_on_read() && !keep.is_empty()) {
-            self.backend.raw_list_write(id, self.ns, keep)?;
+            raw(self.backend).raw_list_write(id, self.ns, keep)?;
         }
-        ttl.after_access(self.backend, id)?;
+        ttl.after_access(raw(self.backend), id)?;
         Ok(result)
     }
 
@@ -254,26 +252,26 @@ impl<'a, B: KeyedStateBackend, T: StateValue, N: Namespace> ListView<'a, B, T, N
 
     /// Appends elements.
     pub fn add_all(&mut self, values: impl IntoIterator<Item = T>) -> Result<()> {
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
         let values: Vec<_> = values.into_iter().map(|v| ttl.stamp(v)).collect();
         if values.is_empty() {
             return Ok(());
         }
-        self.backend.raw_list_append(self.handle.id(), self.ns, values)?;
-        ttl.after_access(self.backend, self.handle.id())
+        raw(self.backend).raw_list_append(self.handle.id(), self.ns, values)?;
+        ttl.after_access(raw(self.backend), self.handle.id())
     }
 
     /// Replaces the list; an empty list clears it.
     pub fn update(&mut self, values: impl IntoIterator<Item = T>) -> Result<()> {
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
         let values: Vec<_> = values.into_iter().map(|v| ttl.stamp(v)).collect();
-        self.backend.raw_list_write(self.handle.id(), self.ns, values)?;
-        ttl.after_access(self.backend, self.handle.id())
+        raw(self.backend).raw_list_write(self.handle.id(), self.ns, values)?;
+        ttl.after_access(raw(self.backend), self.handle.id())
     }
 
     /// Removes the list.
     pub fn clear(&mut self) -> Result<()> {
-        self.backend.raw_clear(self.handle.id(), self.ns)
+        raw(self.backend).raw_clear(self.handle.id(), self.ns)
     }
 }
 
@@ -306,30 +304,26 @@ impl<'a, B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapVi
     /// The value for `user_key`.
     pub fn get(&mut self, user_key: &UK) -> Result<Option<UV>> {
         let id = self.handle.id();
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
         if ttl.cfg.is_none() {
-            return self
-                .backend
-                .raw_map_read::<UK, UV, N, _>(id, self.ns, user_key, |tv| tv.value.clone());
+            return raw(self.backend).raw_map_read::<UK, UV, N, _>(id, self.ns, user_key, |tv| tv.value.clone());
         }
-        let got = self
-            .backend
+        let got = raw(self.backend)
             .raw_map_read::<UK, UV, N, _>(id, self.ns, user_key, |tv| (tv.value.clone(), tv.timestamp))?;
         let result = match got {
             None => None,
             Some((v, ts)) if ttl.expired(ts) => {
-                self.backend.raw_map_remove::<UK, UV, N>(id, self.ns, user_key)?;
+                raw(self.backend).raw_map_remove::<UK, UV, N>(id, self.ns, user_key)?;
                 ttl.return_expired().then_some(v)
             }
             Some((v, _)) => {
                 if ttl.refresh_on_read() {
-                    self.backend
-                        .raw_map_write(id, self.ns, user_key.clone(), ttl.stamp(v.clone()))?;
+                    raw(self.backend).raw_map_write(id, self.ns, user_key.clone(), ttl.stamp(v.clone()))?;
                 }
                 Some(v)
             }
         };
-        ttl.after_access(self.backend, id)?;
+        ttl.after_access(raw(self.backend), id)?;
         Ok(result)
     }
 
@@ -337,8 +331,7 @@ impl<'a, B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapVi
     pub fn contains(&mut self, user_key: &UK) -> Result<bool> {
         if self.handle.ttl().is_none() {
             let id = self.handle.id();
-            return Ok(self
-                .backend
+            return Ok(raw(self.backend)
                 .raw_map_read::<UK, UV, N, _>(id, self.ns, user_key, |_| ())?
                 .is_some());
         }
@@ -347,25 +340,23 @@ impl<'a, B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapVi
 
     /// Sets the value for `user_key`.
     pub fn put(&mut self, user_key: UK, value: UV) -> Result<()> {
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
-        self.backend
-            .raw_map_write(self.handle.id(), self.ns, user_key, ttl.stamp(value))?;
-        ttl.after_access(self.backend, self.handle.id())
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
+        raw(self.backend).raw_map_write(self.handle.id(), self.ns, user_key, ttl.stamp(value))?;
+        ttl.after_access(raw(self.backend), self.handle.id())
     }
 
     /// Sets several entries.
     pub fn put_all(&mut self, entries: impl IntoIterator<Item = (UK, UV)>) -> Result<()> {
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
         for (k, v) in entries {
-            self.backend.raw_map_write(self.handle.id(), self.ns, k, ttl.stamp(v))?;
+            raw(self.backend).raw_map_write(self.handle.id(), self.ns, k, ttl.stamp(v))?;
         }
-        ttl.after_access(self.backend, self.handle.id())
+        ttl.after_access(raw(self.backend), self.handle.id())
     }
 
     /// Removes `user_key`.
     pub fn remove(&mut self, user_key: &UK) -> Result<()> {
-        self.backend
-            .raw_map_remove::<UK, UV, N>(self.handle.id(), self.ns, user_key)
+        raw(self.backend).raw_map_remove::<UK, UV, N>(self.handle.id(), self.ns, user_key)
     }
 
     /// Whether the map has no (live) entry.
@@ -379,37 +370,35 @@ impl<'a, B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapVi
 
     /// Removes the whole map.
     pub fn clear(&mut self) -> Result<()> {
-        self.backend.raw_clear(self.handle.id(), self.ns)
+        raw(self.backend).raw_clear(self.handle.id(), self.ns)
     }
 
     /// Iterates over the entries, in no particular order (backend-specific).
     pub fn iter(&mut self) -> Result<MapIter<'_, (UK, UV)>> {
         let id = self.handle.id();
-        let ttl = Ttl::of(self.backend, self.handle.ttl());
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
         if ttl.cfg.is_none() {
-            let raw = self.backend.raw_map_iter::<UK, UV, N>(id, self.ns)?;
+            let raw = raw(self.backend).raw_map_iter::<UK, UV, N>(id, self.ns)?;
             return Ok(MapIter(Box::new(raw.map(|r| r.map(|(k, tv)| (k, tv.value))))));
         }
-        let entries = self
-            .backend
+        let entries = raw(self.backend)
             .raw_map_iter::<UK, UV, N>(id, self.ns)?
             .collect::<Result<Vec<_>>>()?;
         let mut live = Vec::with_capacity(entries.len());
         for (k, tv) in entries {
             if ttl.expired(tv.timestamp) {
-                self.backend.raw_map_remove::<UK, UV, N>(id, self.ns, &k)?;
+                raw(self.backend).raw_map_remove::<UK, UV, N>(id, self.ns, &k)?;
                 if ttl.return_expired() {
                     live.push((k, tv.value));
                 }
             } else {
                 if ttl.refresh_on_read() {
-                    self.backend
-                        .raw_map_write(id, self.ns, k.clone(), ttl.stamp(tv.value.clone()))?;
+                    raw(self.backend).raw_map_write(id, self.ns, k.clone(), ttl.stamp(tv.value.clone()))?;
                 }
                 live.push((k, tv.value));
             }
         }
-        ttl.after_access(self.backend, id)?;
+        ttl.after_access(raw(self.backend), id)?;
         Ok(MapIter(Box::new(live.into_iter().map(Ok))))
     }
 

@@ -5,10 +5,11 @@
 //! Regenerate (only for a deliberate new format version):
 //! `STATE_GOLDEN_REGENERATE=1 cargo test -p state-api --test golden_format`
 
-use state_api::format::{
+use state_api::raw::format::{
     KeyedStreamReader, KeyedStreamWriter, RawEntry, SectionBuilder, SnapshotHeader, put_i64, put_serialized, put_varint,
 };
-use state_api::{KeyGroupRange, StateKind, StateMeta, TtlMeta};
+use state_api::raw::{StateMeta, TtlMeta};
+use state_api::{KeyGroupRange, StateKind};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keyed-v1.bin");
 

@@ -41,7 +41,7 @@ pub fn parse_checkpoint_dir(name: &str) -> Option<u64> {
 /// Checks a job id or savepoint name: 1 to 128 characters of `[A-Za-z0-9._-]`, not
 /// `.` or `..`, so it can never name a path outside the root.
 pub fn check_segment(what: &str, s: &str) -> Result<()> {
-    state_api::checkpoint::check_identifier(what, s)
+    state_api::raw::check_identifier(what, s)
 }
 
 /// Checks a relative path read from metadata before it is used: no absolute paths, no

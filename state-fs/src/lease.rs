@@ -27,8 +27,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use state_api::framing::{decode_body, frame, unframe};
 use state_api::process::{Liveness, ProcessId, hostname};
+use state_api::raw::framing::{decode_body, frame, unframe};
 use state_api::{Result, StateError};
 
 use crate::store::{ObjectStore, write_atomically};

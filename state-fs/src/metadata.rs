@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 pub use state_api::SharedFile;
-use state_api::framing::{decode_body, frame, unframe};
 use state_api::keygroup::{DEFAULT_LOWER_BOUND_MAX_PARALLELISM, key_group_range_for_operator};
+use state_api::raw::framing::{decode_body, frame, unframe};
 use state_api::{
     IncrementalKeyedHandle, JobSnapshot, KeyedSnapshotHandle, OperatorId, OperatorSnapshotHandle, Result, StateError,
     StreamHandle, SubtaskState,

@@ -3,12 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use state_api::format::{SnapshotHeader, decode_block, open_for_restore, write_keyed_stream};
-use state_api::state::type_name_of;
+use state_api::raw::format::{SnapshotHeader, decode_block, open_for_restore, write_keyed_stream};
+use state_api::raw::type_name_of;
+use state_api::raw::{RawKeyedBackend, RawMapIter};
+use state_api::raw::{StateId, StateMeta, TtlValue, check_state_name};
 use state_api::{
     AsyncSnapshot, BackendContext, CheckpointStorage, Clock, KeyGroupRange, KeyedBackendFactory, KeyedSnapshotHandle,
-    KeyedStateBackend, Namespace, RawMapIter, Result, StateError, StateId, StateKey, StateMeta, StateValue, TtlConfig,
-    TtlValue, check_state_name,
+    Namespace, Result, StateError, StateKey, StateValue, TtlConfig,
 };
 
 use state_memory::{HeapAccounting, MemoryError, SlotMemory};
@@ -375,7 +376,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
     }
 }
 
-impl<K: StateKey> KeyedStateBackend for HeapKeyedStateBackend<K> {
+impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
     type Key = K;
 
     fn key_group_range(&self) -> KeyGroupRange {

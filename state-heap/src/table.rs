@@ -11,8 +11,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use hashbrown::{Equivalent, HashMap};
-use state_api::format::{RawEntry, SectionBuilder, deserialize, put_i64, put_serialized, put_varint};
-use state_api::{Namespace, Result, StateKey, StateMeta, StateValue, TtlConfig, TtlValue};
+use state_api::raw::format::{RawEntry, SectionBuilder, deserialize, put_i64, put_serialized, put_varint};
+use state_api::raw::{StateMeta, TtlValue};
+use state_api::{Namespace, Result, StateKey, StateValue, TtlConfig};
 
 use crate::estimate::{MAP_ENTRY_OVERHEAD, TABLE_ENTRY_OVERHEAD, TIMESTAMP, estimate};
 

@@ -13,8 +13,10 @@ use state_api::{
     StateError, StateKey, StreamHandle,
 };
 
-use crate::backend::{INSTANCE, RocksDbKeyedStateBackend, cf_options, column_family_name, db_err, ttl_of};
-use crate::keys::{prefix_successor, put_key_group};
+use crate::backend::RocksDbKeyedStateBackend;
+use crate::column_family::{cf_options, column_family_name, ttl_of};
+use crate::instance::{INSTANCE, db_err};
+use crate::layout::{prefix_successor, put_key_group};
 use crate::options::RocksDbConfig;
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> StateError {
@@ -26,8 +28,9 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// (memtable flush and hard links). The asynchronous part uploads the data files the
     /// last completed checkpoint did not have to the storage's shared area, and the small
     /// descriptor files (MANIFEST, CURRENT, OPTIONS) as files of this checkpoint. Call
-    /// `notify_checkpoint_complete` or `notify_checkpoint_aborted` (trait methods) after.
-    pub fn snapshot_incremental(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<IncrementalKeyedHandle>> {
+    /// `notify_checkpoint_complete` or `notify_checkpoint_aborted` after. Reached through
+    /// the trait method `snapshot_incremental`.
+    pub(crate) fn incremental_snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<IncrementalKeyedHandle>> {
         let (db, range, max_parallelism) = (&self.db, self.range, self.max_parallelism);
         let snap_dir = self.dir.join(format!(
             "incremental-{checkpoint_id}-{}",
@@ -47,7 +50,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             shared_files: Vec::new(),
             private_files: Vec::new(),
         };
-        let keep_dir = Arc::clone(&self.dir_guard);
+        let keep_dir = self.db.hold_dir();
         Ok(AsyncSnapshot::new(checkpoint_id, move |storage| {
             let result = upload(&snap_dir, base, &confirmed, storage);
             let _ = std::fs::remove_dir_all(&snap_dir);

@@ -12,12 +12,18 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod column_family;
+mod full_snapshot;
 mod incremental;
-pub mod keys;
+mod instance;
+pub mod layout;
+mod ops;
 mod options;
+mod restore;
 mod timers;
 
-pub use backend::{RocksDbBackendFactory, RocksDbKeyedStateBackend, column_family_name};
+pub use backend::{RocksDbBackendFactory, RocksDbKeyedStateBackend};
+pub use column_family::column_family_name;
 pub use options::{OptionsOverride, PredefinedOptions, RocksDbConfig};
 pub use timers::{
     RocksDbBackendTimerQueue, RocksDbTimerQueue, RocksDbTimerStorage, RocksDbTimerStore, TIMER_CF_PREFIX,

@@ -8,8 +8,9 @@ use rocksdb::{Direction, IteratorMode, WriteOptions};
 use state_api::{Result, StateError, StateKey};
 use state_timers::{CachedTimerQueue, EitherQueue, HeapTimerQueue, OrderedTimerStore, PinnedStore, StoreEntries};
 
-use crate::backend::{RocksDbKeyedStateBackend, db_err};
-use crate::keys::prefix_successor;
+use crate::backend::RocksDbKeyedStateBackend;
+use crate::instance::db_err;
+use crate::layout::prefix_successor;
 
 /// Where the RocksDB backend keeps timers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -176,7 +177,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// An empty timer queue in a column family of this backend's database, whatever
     /// the configuration says.
     pub fn create_rocksdb_timer_queue(&mut self, name: &str) -> Result<RocksDbTimerQueue> {
-        state_api::check_state_name(name)?;
+        state_api::raw::check_state_name(name)?;
         let cf_name = format!("{TIMER_CF_PREFIX}{name}");
         if self.db.cf_handle(&cf_name).is_none() {
             let opts = self.config.options();

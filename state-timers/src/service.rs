@@ -3,8 +3,8 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use state_api::format::SnapshotHeader;
-use state_api::state::type_name_of;
+use state_api::raw::format::SnapshotHeader;
+use state_api::raw::type_name_of;
 use state_api::{
     AsyncSnapshot, CheckpointStorage, Clock, KeyGroupRange, KeyedSnapshotHandle, KeyedStateBackend, Namespace, Result,
     StateError, StateKey, Timer, TimerEntry, TimerQueue, TimerQueueInfo, TimerService,

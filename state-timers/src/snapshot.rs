@@ -4,10 +4,11 @@
 //! CRC32C per section, so a restore reads only the key groups it owns, from any number of
 //! old subtasks, into any timer storage.
 
-use state_api::format::{RawEntry, SnapshotHeader, open_for_restore, put_bytes, write_keyed_stream};
+use state_api::raw::StateMeta;
+use state_api::raw::format::{RawEntry, SnapshotHeader, open_for_restore, put_bytes, write_keyed_stream};
 use state_api::{
-    CheckpointStorage, KeyGroupRange, KeyedSnapshotHandle, PinnedTimers, Result, StateError, StateKind, StateMeta,
-    TimerEntry, TimerQueue,
+    CheckpointStorage, KeyGroupRange, KeyedSnapshotHandle, PinnedTimers, Result, StateError, StateKind, TimerEntry,
+    TimerQueue,
 };
 
 /// Name of the event-time queue's pseudo-state.

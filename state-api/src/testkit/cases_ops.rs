@@ -344,10 +344,10 @@ pub fn keys_lists_keys_of_a_namespace<F: KeyedBackendFactory, S: TestStorage>(f:
         b.set_current_key(&k).unwrap();
         b.value_in(&v, if k % 3 == 0 { &w1 } else { &w2 }).update(k).unwrap();
     }
-    let mut in_w1 = b.keys_in(crate::RegisteredState::id(&v), &w1).unwrap();
+    let mut in_w1 = b.keys_in(&v, &w1).unwrap();
     in_w1.sort();
     assert_eq!(in_w1, (0..30).filter(|k| k % 3 == 0).collect::<Vec<_>>());
-    assert_eq!(b.keys_in(crate::RegisteredState::id(&v), &w2).unwrap().len(), 20);
+    assert_eq!(b.keys_in(&v, &w2).unwrap().len(), 20);
 }
 
 pub fn access_without_current_key_is_an_error<F: KeyedBackendFactory, S: TestStorage>(

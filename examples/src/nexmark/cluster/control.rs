@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use state_api::framing::{decode_body, frame, unframe};
+use state_api::raw::framing::{decode_body, frame, unframe};
 use state_api::{CheckpointCoordinator, CheckpointEvent, CheckpointMessage, Result, StateError};
 
 const MAGIC: [u8; 8] = *b"\x89NXCTRL\n";

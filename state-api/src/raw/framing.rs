@@ -3,12 +3,12 @@
 //! big-endian `u64` body length, a postcard body and the body's CRC32C.
 //!
 //! ```
-//! use state_api::framing::{frame, unframe};
+//! use state_api::raw::framing::{frame, unframe};
 //! const MAGIC: [u8; 8] = *b"\x89EXAMPL\n";
 //! let bytes = frame(&MAGIC, 1, &(7u32, "seven"), "example")?;
 //! let (version, body) = unframe(&MAGIC, 1, &bytes, "example.bin", "example")?;
 //! assert_eq!(version, 1);
-//! let value: (u32, String) = state_api::framing::decode_body(body, "example.bin", "example")?;
+//! let value: (u32, String) = state_api::raw::framing::decode_body(body, "example.bin", "example")?;
 //! assert_eq!(value, (7, "seven".to_string()));
 //! // Every damage is a typed error naming the source.
 //! assert!(unframe(&MAGIC, 1, &bytes[..bytes.len() - 1], "example.bin", "example").is_err());

@@ -9,7 +9,7 @@
 //! concatenation of its elements, each `[timestamp, only with TTL][length: varint][bytes]`,
 //! so appending is a RocksDB merge that concatenates operands (no read-modify-write).
 
-use state_api::format::put_varint;
+use state_api::raw::format::put_varint;
 use state_api::{Result, StateError};
 
 pub use state_api::keygroup::{key_group_prefix_len, put_key_group, read_key_group};
@@ -88,7 +88,7 @@ pub fn list_elements<'a>(
     })
 }
 
-pub use state_api::format::read_varint;
+pub use state_api::raw::format::read_varint;
 
 /// Length of the canonical encoding of one `T` at the start of `bytes`.
 pub fn encoded_len<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<usize> {
