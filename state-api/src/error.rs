@@ -6,6 +6,42 @@ use crate::state::StateKind;
 /// Result alias used throughout the state crates.
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
+/// The source of an error from another crate (an object store, RocksDB, LMDB, postcard,
+/// the memory manager), kept so `std::error::Error::source` reaches it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What kind of failure a [`StateError`] is, for callers that decide what to do about
+/// it (retry, give up on a checkpoint, fix the code) without matching every variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Something named does not exist: a state, a file, a restorable checkpoint.
+    NotFound,
+    /// The caller passed something out of range or called at the wrong time (no
+    /// current key, a key of another subtask).
+    InvalidArgument,
+    /// What was registered or restored does not match what exists (kind, type, TTL,
+    /// format version).
+    Incompatible,
+    /// Stored bytes are damaged, cut short, of another kind, or do not decode.
+    Corrupt,
+    /// A value could not be serialized.
+    Serialization,
+    /// A budget or limit is exhausted (managed memory, the in-memory checkpoint size).
+    ResourceExhausted,
+    /// The storage or the local database failed; see [`StateError::is_retryable`].
+    Storage,
+    /// Another party owns or already did it: a live lease, a newer owner (fencing), a
+    /// checkpoint the coordinator rejects or an acknowledgement it already has.
+    Conflict,
+    /// The operation was cancelled.
+    Cancelled,
+    /// The backend or storage does not offer the operation.
+    Unsupported,
+    /// A bug or a crashed thread: not the caller's fault, not retryable.
+    Internal,
+}
+
 /// Everything that can go wrong when using or restoring state.
 ///
 /// Each variant carries the context a user needs to act: the state name, the
@@ -113,6 +149,9 @@ pub enum StateError {
         role: &'static str,
         /// The serializer's message.
         detail: String,
+        /// The serializer's error.
+        #[source]
+        source: Option<BoxError>,
     },
     /// The state of a job checkpoint does not fit the job: an unknown operator, a
     /// subtask index not below the parallelism, a subtask twice, a max parallelism that
@@ -192,6 +231,29 @@ pub enum StateError {
         available: u64,
         /// The total budget.
         budget: u64,
+        /// The memory manager's error, naming the slot and the owner.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The memory manager refused a request other than for lack of memory (a bad
+    /// configuration, an unknown slot).
+    #[error("memory manager: {source}")]
+    Memory {
+        /// The memory manager's error.
+        #[source]
+        source: BoxError,
+    },
+    /// An asynchronous part or a transfer was cancelled before it finished.
+    #[error("cancelled: {what}")]
+    Cancelled {
+        /// What was cancelled.
+        what: String,
+    },
+    /// A bug or a crashed thread (a panic in a worker): the operation cannot go on.
+    #[error("internal error: {what}")]
+    Internal {
+        /// What failed.
+        what: String,
     },
     /// An I/O error, with what was being done.
     #[error("I/O error while {context}: {source}")]
@@ -202,17 +264,110 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    /// A storage-specific failure (an object store, a remote file system).
+    /// A storage-specific failure (an object store, a remote file system, the local
+    /// database).
     #[error("storage error while {context}: {detail}")]
     Storage {
         /// What was being done.
         context: String,
         /// The storage's message.
         detail: String,
+        /// Whether the storage said the failure is temporary (a timeout, throttling, a
+        /// busy database): the same call may succeed later.
+        retryable: bool,
+        /// The storage's error.
+        #[source]
+        source: Option<BoxError>,
     },
 }
 
 impl StateError {
+    /// A storage failure caused by `source`, with what was being done; `retryable` says
+    /// whether the storage called it temporary.
+    pub fn storage(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+        retryable: bool,
+    ) -> Self {
+        StateError::Storage {
+            context: context.into(),
+            detail: source.to_string(),
+            retryable,
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// A storage failure found by our own checks (no underlying error), not retryable.
+    pub fn storage_message(context: impl Into<String>, detail: impl Into<String>) -> Self {
+        StateError::Storage {
+            context: context.into(),
+            detail: detail.into(),
+            retryable: false,
+            source: None,
+        }
+    }
+
+    /// A (de)serialization failure of `role` in state `name`, keeping the serializer's
+    /// error as the source.
+    pub fn serialization(
+        name: impl Into<String>,
+        role: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StateError::Serialization {
+            name: name.into(),
+            role,
+            detail: source.to_string(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        use StateError as E;
+        match self {
+            E::UnknownState { .. } | E::NoRestorableCheckpoint { .. } => ErrorKind::NotFound,
+            E::KindMismatch { .. } | E::IncompatibleType { .. } | E::IncompatibleTtl { .. } => ErrorKind::Incompatible,
+            E::UnsupportedVersion { .. } => ErrorKind::Incompatible,
+            E::NoCurrentKey | E::KeyGroupOutOfRange { .. } | E::InvalidArgument(_) | E::Memory { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            E::Corrupt { .. } | E::Truncated { .. } | E::InvalidCheckpoint { .. } => ErrorKind::Corrupt,
+            E::Serialization { .. } => ErrorKind::Serialization,
+            E::StateTooLarge { .. } | E::MemoryExhausted { .. } => ErrorKind::ResourceExhausted,
+            E::CheckpointRejected { .. }
+            | E::DuplicateAcknowledgement { .. }
+            | E::LeaseHeld { .. }
+            | E::Fenced { .. } => ErrorKind::Conflict,
+            E::Cancelled { .. } => ErrorKind::Cancelled,
+            E::Unsupported { .. } => ErrorKind::Unsupported,
+            E::Internal { .. } => ErrorKind::Internal,
+            E::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+            E::Io { .. } | E::Storage { .. } => ErrorKind::Storage,
+        }
+    }
+
+    /// Whether the same call may succeed if retried later: a storage failure the storage
+    /// called temporary, an I/O error that is a timeout or an interruption, a lease whose
+    /// owner may yet let it lapse.
+    pub fn is_retryable(&self) -> bool {
+        use std::io::ErrorKind as Io;
+        match self {
+            StateError::Storage { retryable, .. } => *retryable,
+            StateError::Io { source, .. } => matches!(
+                source.kind(),
+                Io::Interrupted
+                    | Io::TimedOut
+                    | Io::WouldBlock
+                    | Io::ConnectionReset
+                    | Io::ConnectionAborted
+                    | Io::ConnectionRefused
+            ),
+            StateError::LeaseHeld { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Wraps an I/O error, unless it carries a [`StateError`] (as writers do for
     /// [`StateError::StateTooLarge`]), which is then returned as it was.
     pub fn from_io(context: impl Into<String>, err: std::io::Error) -> Self {
@@ -243,5 +398,63 @@ impl StateError {
     /// [`StateError::from_io`] unwraps it again.
     pub fn into_io(self) -> std::io::Error {
         std::io::Error::other(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_retryability_follow_the_cause() {
+        let missing = StateError::from_io("reading `x`", std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        assert!(!missing.is_retryable());
+        let timeout = StateError::from_io("reading `x`", std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(timeout.kind(), ErrorKind::Storage);
+        assert!(timeout.is_retryable());
+        let corrupt = StateError::Corrupt {
+            source_name: "f".into(),
+            section: "header".into(),
+            detail: "bad".into(),
+        };
+        assert_eq!(corrupt.kind(), ErrorKind::Corrupt);
+        assert_eq!(StateError::NoCurrentKey.kind(), ErrorKind::InvalidArgument);
+        let held = StateError::LeaseHeld {
+            location: "j".into(),
+            owner: "o".into(),
+        };
+        assert_eq!(held.kind(), ErrorKind::Conflict);
+        assert!(held.is_retryable());
+        assert_eq!(StateError::Cancelled { what: "c".into() }.kind(), ErrorKind::Cancelled);
+        assert_eq!(StateError::Internal { what: "p".into() }.kind(), ErrorKind::Internal);
+        assert_eq!(
+            StateError::Unsupported { what: "u".into() }.kind(),
+            ErrorKind::Unsupported
+        );
+    }
+
+    #[test]
+    fn storage_and_serialization_errors_keep_their_source() {
+        let cause = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow down");
+        let e = StateError::storage("uploading `chk-3/a`", cause, true);
+        assert!(e.is_retryable());
+        assert_eq!(e.kind(), ErrorKind::Storage);
+        let source = std::error::Error::source(&e).expect("source kept");
+        assert_eq!(
+            source.downcast_ref::<std::io::Error>().map(|s| s.kind()),
+            Some(std::io::ErrorKind::TimedOut)
+        );
+        assert!(
+            e.to_string().contains("chk-3/a") && e.to_string().contains("slow down"),
+            "{e}"
+        );
+        assert!(!StateError::storage_message("x", "y").is_retryable());
+        assert!(std::error::Error::source(&StateError::storage_message("x", "y")).is_none());
+
+        let decode = postcard::from_bytes::<u64>(&[]).unwrap_err();
+        let e = StateError::serialization("counts", "value", decode);
+        assert_eq!(e.kind(), ErrorKind::Serialization);
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.downcast_ref::<postcard::Error>().is_some()));
     }
 }

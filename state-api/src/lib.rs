@@ -85,7 +85,7 @@ pub use descriptor::{
     MapStateDescriptor, MapStateHandle, ReduceFn, ReducingStateDescriptor, ReducingStateHandle, RegisteredState,
     StateDescriptor, ValueStateDescriptor, ValueStateHandle,
 };
-pub use error::{Result, StateError};
+pub use error::{BoxError, ErrorKind, Result, StateError};
 pub use keygroup::KeyGroupRange;
 pub use operator::{BroadcastStateHandle, DefaultOperatorStateBackend, OperatorListHandle, OperatorStateBackend};
 pub use snapshot::{

@@ -156,13 +156,7 @@ impl std::fmt::Debug for DefaultOperatorStateBackend {
 fn encode_list<T: StateValue>(value: &dyn Any, name: &str) -> Result<Vec<Vec<u8>>> {
     let list = value.downcast_ref::<Vec<T>>().ok_or_else(|| type_confusion(name))?;
     list.iter()
-        .map(|v| {
-            postcard::to_stdvec(v).map_err(|e| StateError::Serialization {
-                name: name.into(),
-                role: "list element",
-                detail: e.to_string(),
-            })
-        })
+        .map(|v| postcard::to_stdvec(v).map_err(|e| StateError::serialization(name, "list element", e)))
         .collect()
 }
 
@@ -541,11 +535,8 @@ fn write_stream(
         subtask_index,
         states: states.iter().map(|(info, t, _)| (info.clone(), t.clone())).collect(),
     };
-    let header_bytes = postcard::to_stdvec(&header).map_err(|e| StateError::Serialization {
-        name: "<operator header>".into(),
-        role: "header",
-        detail: e.to_string(),
-    })?;
+    let header_bytes =
+        postcard::to_stdvec(&header).map_err(|e| StateError::serialization("<operator header>", "header", e))?;
     let mut buf = Vec::new();
     buf.extend_from_slice(&OPERATOR_MAGIC);
     buf.extend_from_slice(&OPERATOR_VERSION.to_be_bytes());

@@ -293,10 +293,10 @@ struct FailingStore {
 impl CompletedCheckpointStore for FailingStore {
     fn commit(&self, checkpoint_id: u64, _snapshot: &JobSnapshot) -> Result<()> {
         if *self.fail.lock().unwrap() {
-            return Err(StateError::Storage {
-                context: format!("writing checkpoint {checkpoint_id}"),
-                detail: "injected".into(),
-            });
+            return Err(StateError::storage_message(
+                format!("writing checkpoint {checkpoint_id}"),
+                "injected",
+            ));
         }
         Ok(())
     }

@@ -61,17 +61,18 @@ pub fn write_atomically(store: &dyn ObjectStore, path: &str, bytes: Vec<u8>) -> 
     }
 }
 
+/// An object-store error with what was being done: a missing object is an I/O
+/// `NotFound` (so damage checks see it), anything else a storage error, retryable when
+/// opendal calls it temporary; either way opendal's error stays the source.
 fn storage_err(context: String, e: opendal::Error) -> StateError {
     if e.kind() == opendal::ErrorKind::NotFound {
         return StateError::Io {
             context,
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, e),
         };
     }
-    StateError::Storage {
-        context,
-        detail: e.to_string(),
-    }
+    let retryable = e.is_temporary();
+    StateError::storage(context, e, retryable)
 }
 
 /// An [`ObjectStore`] over an `opendal` operator, driven by a private tokio runtime.

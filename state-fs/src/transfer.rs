@@ -165,10 +165,7 @@ impl FsCheckpointStorage {
             }
         }
         if out.len() != items.len() {
-            return Err(StateError::Storage {
-                context: "transferring files".into(),
-                detail: "a transfer failed".into(),
-            });
+            return Err(StateError::storage_message("transferring files", "a transfer failed"));
         }
         Ok(out)
     }

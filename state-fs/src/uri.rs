@@ -85,9 +85,9 @@ impl Location {
     /// `region`, `access_key_id`, `secret_access_key`, `session_token`,
     /// `virtual_host_style` (`true`), `anonymous` (`true`); unknown options are errors.
     pub fn open(&self, options: &BTreeMap<String, String>) -> Result<OpendalStore> {
-        let op_err = |e: opendal::Error| StateError::Storage {
-            context: format!("opening {self:?}"),
-            detail: e.to_string(),
+        let op_err = |e: opendal::Error| {
+            let retryable = e.is_temporary();
+            StateError::storage(format!("opening {self:?}"), e, retryable)
         };
         match self {
             Location::Local { root } => {

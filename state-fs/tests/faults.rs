@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{faulty_local, tree};
-use state_api::{BackendContext, KeyedStateBackend, StateError, StreamHandle};
+use state_api::{BackendContext, ErrorKind, KeyedStateBackend, StateError, StreamHandle};
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 use state_heap::HeapKeyedStateBackend;
 
@@ -72,6 +72,7 @@ fn partial_upload_is_refused_at_completion() {
         matches!(err, StateError::Corrupt { .. }) && err.to_string().contains(path.as_str()),
         "{err}"
     );
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
     assert_eq!(storage.completed_checkpoints(), vec![1]);
     assert_restores(&storage, 1, 0);
     // After a restart the half-written checkpoint is gone.
@@ -130,6 +131,13 @@ fn missing_and_corrupted_files_at_restore_are_typed_errors() {
     assert!(
         matches!(err, StateError::Io { .. }) && err.to_string().contains(path.as_str()),
         "{err}"
+    );
+    // The kind says what happened, and the store's own error is kept as the source.
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.is_damage() && !err.is_retryable(), "{err}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "{err}: the I/O error is lost"
     );
     // Put it back: the checkpoint restores again (nothing else was touched).
     std::fs::write(&p, &original).unwrap();

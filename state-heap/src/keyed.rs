@@ -101,8 +101,11 @@ fn memory_error(e: MemoryError) -> StateError {
             requested,
             available,
             budget,
+            source: Some(Box::new(e)),
         },
-        other => StateError::InvalidArgument(other.to_string()),
+        other => StateError::Memory {
+            source: Box::new(other),
+        },
     }
 }
 

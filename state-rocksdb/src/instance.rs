@@ -7,11 +7,11 @@ use std::sync::atomic::AtomicU64;
 use rocksdb::{DB, Options};
 use state_api::StateError;
 
+/// A RocksDB error with what was being done; busy, try-again and timed-out are retryable.
 pub(crate) fn db_err(context: impl Into<String>, e: rocksdb::Error) -> StateError {
-    StateError::Storage {
-        context: context.into(),
-        detail: e.to_string(),
-    }
+    use rocksdb::ErrorKind as K;
+    let retryable = matches!(e.kind(), K::Busy | K::TryAgain | K::TimedOut | K::Incomplete);
+    StateError::storage(context, e, retryable)
 }
 
 /// Deletes the instance directory when dropped: after the database is closed and after

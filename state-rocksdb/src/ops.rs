@@ -45,21 +45,13 @@ pub(crate) fn make_key<K, N: Namespace>(
     buf.clear();
     buf.extend_from_slice(&cur.prefix);
     let taken = std::mem::take(buf);
-    *buf = postcard::to_extend(ns, taken).map_err(|e| StateError::Serialization {
-        name: state.to_string(),
-        role: "namespace",
-        detail: e.to_string(),
-    })?;
+    *buf = postcard::to_extend(ns, taken).map_err(|e| StateError::serialization(state.to_string(), "namespace", e))?;
     Ok(())
 }
 
 pub(crate) fn encode<T: serde::Serialize>(buf: &mut Vec<u8>, value: &T, state: &str, role: &'static str) -> Result<()> {
     let taken = std::mem::take(buf);
-    *buf = postcard::to_extend(value, taken).map_err(|e| StateError::Serialization {
-        name: state.to_string(),
-        role,
-        detail: e.to_string(),
-    })?;
+    *buf = postcard::to_extend(value, taken).map_err(|e| StateError::serialization(state.to_string(), role, e))?;
     Ok(())
 }
 

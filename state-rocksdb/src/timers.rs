@@ -44,10 +44,9 @@ fn cf<'a, K: StateKey>(
     host: &'a RocksDbKeyedStateBackend<K>,
     store: &RocksDbTimerStore,
 ) -> Result<&'a rocksdb::ColumnFamily> {
-    host.db.cf_handle(&store.cf).ok_or_else(|| StateError::Storage {
-        context: store.name.clone(),
-        detail: "the timer column family is missing".into(),
-    })
+    host.db
+        .cf_handle(&store.cf)
+        .ok_or_else(|| StateError::storage_message(store.name.clone(), "the timer column family is missing"))
 }
 
 fn contains<K: StateKey>(host: &RocksDbKeyedStateBackend<K>, store: &RocksDbTimerStore, key: &[u8]) -> Result<bool> {
@@ -185,10 +184,10 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 .create_cf(&cf_name, &opts)
                 .map_err(|e| db_err(format!("creating the timer column family `{cf_name}`"), e))?;
         } else {
-            let cf = self.db.cf_handle(&cf_name).ok_or_else(|| StateError::Storage {
-                context: cf_name.clone(),
-                detail: "column family vanished".into(),
-            })?;
+            let cf = self
+                .db
+                .cf_handle(&cf_name)
+                .ok_or_else(|| StateError::storage_message(cf_name.clone(), "column family vanished"))?;
             // Every timer key starts with a key group below 0x8000: [0xff] bounds them all.
             self.db
                 .delete_range_cf_opt(cf, &[][..], &[0xffu8][..], &WriteOptions::default())

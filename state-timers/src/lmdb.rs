@@ -42,10 +42,7 @@ impl Default for LmdbConfig {
 }
 
 fn lmdb_err(context: &str, path: &Path, e: heed::Error) -> StateError {
-    StateError::Storage {
-        context: format!("{context} in LMDB timer store `{}`", path.display()),
-        detail: e.to_string(),
-    }
+    StateError::storage(format!("{context} in LMDB timer store `{}`", path.display()), e, false)
 }
 
 /// Timers in an LMDB environment of their own (one file in a fresh directory).

@@ -80,11 +80,7 @@ impl<K, N, Q> std::fmt::Debug for InternalTimerService<K, N, Q> {
 }
 
 fn serialization(role: &'static str, e: postcard::Error) -> StateError {
-    StateError::Serialization {
-        name: "timers".into(),
-        role,
-        detail: e.to_string(),
-    }
+    StateError::serialization("timers", role, e)
 }
 
 impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {

@@ -335,11 +335,9 @@ impl Checkpointing<'_> {
         summary: &mut Summary,
         results: &mut Vec<String>,
     ) -> Result<()> {
-        match pending
-            .job
-            .join()
-            .map_err(|_| StateError::InvalidArgument("snapshot thread panicked".into()))?
-        {
+        match pending.job.join().map_err(|_| StateError::Internal {
+            what: "the snapshot thread panicked".into(),
+        })? {
             Ok((took, size)) => {
                 summary.async_total += took;
                 summary.checkpoint_bytes.push(size);

@@ -97,11 +97,7 @@ pub fn put_serialized<T: Serialize + ?Sized>(
 ) -> Result<()> {
     scratch.clear();
     let taken = std::mem::take(scratch);
-    let out = postcard::to_extend(value, taken).map_err(|e| StateError::Serialization {
-        name: state.to_string(),
-        role,
-        detail: e.to_string(),
-    })?;
+    let out = postcard::to_extend(value, taken).map_err(|e| StateError::serialization(state.to_string(), role, e))?;
     put_bytes(buf, &out);
     *scratch = out;
     Ok(())
@@ -109,11 +105,7 @@ pub fn put_serialized<T: Serialize + ?Sized>(
 
 /// Postcard-deserializes `bytes` (one value of the canonical format).
 pub fn deserialize<T: serde::de::DeserializeOwned>(bytes: &[u8], state: &str, role: &'static str) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| StateError::Serialization {
-        name: state.to_string(),
-        role,
-        detail: e.to_string(),
-    })
+    postcard::from_bytes(bytes).map_err(|e| StateError::serialization(state.to_string(), role, e))
 }
 
 /// Builds one key group's section: blocks of entries, one block per state.
@@ -176,11 +168,8 @@ pub struct KeyedStreamWriter<'w> {
 impl<'w> KeyedStreamWriter<'w> {
     /// Starts a stream with `header`.
     pub fn new(out: &'w mut dyn Write, header: &SnapshotHeader) -> Result<Self> {
-        let header_bytes = postcard::to_stdvec(header).map_err(|e| StateError::Serialization {
-            name: "<snapshot header>".into(),
-            role: "header",
-            detail: e.to_string(),
-        })?;
+        let header_bytes =
+            postcard::to_stdvec(header).map_err(|e| StateError::serialization("<snapshot header>", "header", e))?;
         let mut w = KeyedStreamWriter {
             out: BufWriter::with_capacity(256 * 1024, out),
             pos: 0,
@@ -230,11 +219,8 @@ impl<'w> KeyedStreamWriter<'w> {
         let index_offset = self.pos;
         let mut index = self.offsets.clone();
         index.push(index_offset);
-        let index_bytes = postcard::to_stdvec(&index).map_err(|e| StateError::Serialization {
-            name: "<snapshot index>".into(),
-            role: "index",
-            detail: e.to_string(),
-        })?;
+        let index_bytes =
+            postcard::to_stdvec(&index).map_err(|e| StateError::serialization("<snapshot index>", "index", e))?;
         self.put(&index_bytes)?;
         self.put(&crc32c::crc32c(&index_bytes).to_be_bytes())?;
         self.put(&index_offset.to_be_bytes())?;

@@ -25,11 +25,7 @@ const HEADER: usize = 20;
 
 /// Frames `value` as `what` with `magic` and `version`.
 pub fn frame<T: Serialize>(magic: &[u8; 8], version: u32, value: &T, what: &str) -> Result<Vec<u8>> {
-    let body = postcard::to_stdvec(value).map_err(|e| StateError::Serialization {
-        name: what.into(),
-        role: "body",
-        detail: e.to_string(),
-    })?;
+    let body = postcard::to_stdvec(value).map_err(|e| StateError::serialization(what, "body", e))?;
     let mut out = Vec::with_capacity(body.len() + HEADER + 4);
     out.extend_from_slice(magic);
     out.extend_from_slice(&version.to_be_bytes());

@@ -123,6 +123,38 @@ pub fn snapshot_restore_round_trips_every_kind<F: KeyedBackendFactory, S: TestSt
     assert_eq!(r.keys(&s.v).unwrap().len(), 500);
 }
 
+/// A backend either offers incremental snapshots (and one runs) or refuses them with
+/// `ErrorKind::Unsupported`, as `supports_incremental` says: never a panic, never a
+/// different error.
+pub fn incremental_snapshot_is_offered_or_refused_as_unsupported<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
+    let (mut b, _) = populated(f, 50);
+    let storage = new_storage();
+    match b.snapshot_incremental(1) {
+        Ok(part) => {
+            assert!(
+                b.supports_incremental(),
+                "an incremental snapshot ran but the backend says it has none"
+            );
+            let handle = part.run(&storage).unwrap();
+            assert_eq!(handle.checkpoint_id, 1);
+            assert_eq!(handle.key_group_range, b.key_group_range());
+        }
+        Err(e) => {
+            assert!(
+                !b.supports_incremental(),
+                "the backend offers incremental snapshots but failed: {e}"
+            );
+            assert_eq!(e.kind(), crate::ErrorKind::Unsupported, "{e}");
+        }
+    }
+    // Either way, a full snapshot still works afterwards.
+    let h = snap(&mut b, 2, &storage);
+    assert_eq!(h.key_group_range, b.key_group_range());
+}
+
 fn mutate_everything<B: KeyedStateBackend<Key = u64>>(b: &mut B, s: &AllStates, keys: u64) {
     for k in 0..keys {
         b.set_current_key(&k).unwrap();

@@ -137,6 +137,7 @@ macro_rules! __keyed_conformance_cases {
             ttl_full_snapshot_cleanup_leaves_expired_out,
             ttl_incremental_cleanup_removes_untouched_entries,
             snapshot_restore_round_trips_every_kind,
+            incremental_snapshot_is_offered_or_refused_as_unsupported,
             snapshot_holds_state_as_of_sync_part,
             async_part_runs_on_another_thread_while_task_writes,
             async_part_completes_after_the_backend_is_dropped,

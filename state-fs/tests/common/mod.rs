@@ -183,10 +183,7 @@ pub struct FaultyStore {
 }
 
 fn injected(what: &str, path: &str) -> StateError {
-    StateError::Storage {
-        context: format!("{what} `{path}`"),
-        detail: "injected fault".into(),
-    }
+    StateError::storage_message(format!("{what} `{path}`"), "injected fault")
 }
 
 struct FaultyWriter {

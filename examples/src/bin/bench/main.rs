@@ -235,10 +235,7 @@ fn rocksdb_ops(n: u64, keys: u64, rows: &mut Vec<Row>) -> Result<()> {
             Some(out)
         },
     );
-    let raw = rocksdb::DB::open(&opts, &raw_dir).map_err(|e| state_api::StateError::Storage {
-        context: "raw db".into(),
-        detail: e.to_string(),
-    })?;
+    let raw = rocksdb::DB::open(&opts, &raw_dir).map_err(|e| state_api::StateError::storage("raw db", e, false))?;
     let mut wo = rocksdb::WriteOptions::default();
     wo.disable_wal(true);
     let key = |k: u64| postcard::to_stdvec(&k).unwrap_or_default();

@@ -191,11 +191,7 @@ pub struct Outcome {
 
 /// The engine data a checkpoint records: the next epoch and the part manifest.
 pub fn engine_data(epoch: u64, manifest: &[ClusterPart]) -> Result<BTreeMap<String, Vec<u8>>> {
-    let parts = postcard::to_stdvec(manifest).map_err(|e| StateError::Serialization {
-        name: "parts".into(),
-        role: "engine data",
-        detail: e.to_string(),
-    })?;
+    let parts = postcard::to_stdvec(manifest).map_err(|e| StateError::serialization("parts", "engine data", e))?;
     Ok(BTreeMap::from([
         ("epoch".to_string(), epoch.to_be_bytes().to_vec()),
         ("parts".to_string(), parts),

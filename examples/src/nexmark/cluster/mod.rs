@@ -369,9 +369,9 @@ pub fn run<R: Runtime + Clone + Send + Sync + 'static>(rt: R, cfg: ClusterConfig
     let Some((fs, coordinating, mut results, committed_parts)) = owner else {
         return Ok(None);
     };
-    let outcome = coordinating
-        .join()
-        .map_err(|_| StateError::InvalidArgument("the coordinator thread panicked".into()))??;
+    let outcome = coordinating.join().map_err(|_| StateError::Internal {
+        what: "the coordinator thread panicked".into(),
+    })??;
     if !outcome.finished {
         return Err(StateError::InvalidArgument(
             "the final checkpoint did not complete; run the job again to resume".into(),

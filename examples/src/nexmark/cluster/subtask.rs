@@ -116,10 +116,10 @@ impl<R: Runtime> Subtask<R> {
             let t = Instant::now();
             let written = (|| {
                 if fail {
-                    return Err(StateError::Storage {
-                        context: format!("writing checkpoint {id}"),
-                        detail: "injected failure (--fail-checkpoint)".into(),
-                    });
+                    return Err(StateError::storage_message(
+                        format!("writing checkpoint {id}"),
+                        "injected failure (--fail-checkpoint)",
+                    ));
                 }
                 let mut state = SubtaskState::default();
                 match keyed {
