@@ -166,6 +166,7 @@ impl JobAssignment {
                     detail: "the checkpoint has state for this operator but the job does not have it \
                              (allow non-restored state to skip it)"
                         .into(),
+                    source: None,
                 });
             }
         }
@@ -182,6 +183,7 @@ impl JobAssignment {
                         "the checkpoint has max parallelism {}, the restoring job {}; key groups cannot be remapped",
                         old.max_parallelism, spec.max_parallelism
                     ),
+                    source: None,
                 });
             }
             let subtasks = (0..spec.parallelism)
@@ -255,6 +257,7 @@ fn assign_subtask(old: Option<&OperatorSnapshot>, spec: &OperatorSpec, index: u3
             operator: spec.id.to_string(),
             subtask: Some(index),
             detail: e.to_string(),
+            source: Some(Box::new(e)),
         }
     })?;
     Ok(a)
@@ -287,6 +290,7 @@ pub(crate) fn partition_operator_state(
                     source_name: h.stream.describe(),
                     section: format!("operator state `{}`", info.name),
                     detail: "old subtasks disagree on its redistribution mode".into(),
+                    source: None,
                 });
             }
             entry.1 = entry.1.saturating_add(info.elements);

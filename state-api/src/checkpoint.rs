@@ -144,6 +144,7 @@ impl SubtaskState {
             operator: operator.to_string(),
             subtask: Some(index),
             detail,
+            source: None,
         };
         check_shape(operator, parallelism, max_parallelism)?;
         if index >= parallelism {
@@ -187,6 +188,7 @@ pub(crate) fn check_shape(operator: &OperatorId, parallelism: u32, max_paralleli
         operator: operator.to_string(),
         subtask: None,
         detail: e.to_string(),
+        source: Some(Box::new(e)),
     })?;
     if max_parallelism == 0
         || max_parallelism > UPPER_BOUND_MAX_PARALLELISM
@@ -200,6 +202,7 @@ pub(crate) fn check_shape(operator: &OperatorId, parallelism: u32, max_paralleli
                 "parallelism {parallelism} and max parallelism {max_parallelism} must satisfy \
                  1 <= parallelism <= max parallelism <= {UPPER_BOUND_MAX_PARALLELISM}"
             ),
+            source: None,
         });
     }
     Ok(())
@@ -275,6 +278,7 @@ impl OperatorSnapshot {
                     operator: self.id.to_string(),
                     subtask: Some(s.index),
                     detail: "the subtask appears twice".into(),
+                    source: None,
                 });
             }
             s.state
@@ -337,6 +341,7 @@ impl JobSnapshot {
                     "the operator has parallelism {} and max parallelism {}, the subtask says {parallelism} and {max_parallelism}",
                     op.parallelism, op.max_parallelism
                 ),
+                source: None,
             });
         }
         match op.subtasks.binary_search_by_key(&index, |s| s.index) {
@@ -344,6 +349,7 @@ impl JobSnapshot {
                 operator: operator.to_string(),
                 subtask: Some(index),
                 detail: "the subtask appears twice".into(),
+                source: None,
             }),
             Err(pos) => {
                 op.subtasks.insert(pos, SubtaskSnapshot { index, state });
@@ -378,6 +384,7 @@ impl JobSnapshot {
                     operator: op.id.to_string(),
                     subtask: None,
                     detail: "the operator appears twice".into(),
+                    source: None,
                 });
             }
             op.validate()?;

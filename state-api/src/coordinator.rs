@@ -530,12 +530,14 @@ impl CheckpointCoordinator {
                     operator: operator.to_string(),
                     subtask: Some(subtask),
                     detail: "the job has no such operator".into(),
+                    source: None,
                 })?;
         if subtask >= parallelism {
             return Err(StateError::InvalidCheckpoint {
                 operator: operator.to_string(),
                 subtask: Some(subtask),
                 detail: format!("subtask index {subtask} is not below the parallelism {parallelism}"),
+                source: None,
             });
         }
         Ok((parallelism, max_parallelism))

@@ -110,6 +110,9 @@ pub enum StateError {
         section: String,
         /// What was wrong.
         detail: String,
+        /// The decoder's error, where one said what was wrong.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A snapshot stream ended before the format said it would.
     #[error("truncated snapshot `{source_name}`: {section} ends early")]
@@ -164,6 +167,9 @@ pub enum StateError {
         subtask: Option<u32>,
         /// What was wrong.
         detail: String,
+        /// The error that showed it, where there was one.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A checkpoint coordinator refused a call: a trigger while too many checkpoints are
     /// pending or with an id not above the last one, an acknowledgement of a checkpoint
@@ -322,6 +328,19 @@ impl StateError {
         }
     }
 
+    /// The same error with `source` as its cause, for the variants that carry one
+    /// (corrupt data, serialization, storage); other variants are returned unchanged.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        match &mut self {
+            StateError::Corrupt { source: s, .. }
+            | StateError::InvalidCheckpoint { source: s, .. }
+            | StateError::Serialization { source: s, .. }
+            | StateError::Storage { source: s, .. } => *s = Some(Box::new(source)),
+            _ => {}
+        }
+        self
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         use StateError as E;
@@ -417,6 +436,7 @@ mod tests {
             source_name: "f".into(),
             section: "header".into(),
             detail: "bad".into(),
+            source: None,
         };
         assert_eq!(corrupt.kind(), ErrorKind::Corrupt);
         assert_eq!(StateError::NoCurrentKey.kind(), ErrorKind::InvalidArgument);
@@ -455,6 +475,12 @@ mod tests {
         let decode = postcard::from_bytes::<u64>(&[]).unwrap_err();
         let e = StateError::serialization("counts", "value", decode);
         assert_eq!(e.kind(), ErrorKind::Serialization);
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.downcast_ref::<postcard::Error>().is_some()));
+
+        // Bytes that do not decode are corrupt, naming the file, with the decoder's error kept.
+        let e = crate::raw::framing::decode_body::<String>(&[0xff], "chk-1/_metadata", "body").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.to_string().contains("chk-1/_metadata"), "{e}");
         assert!(std::error::Error::source(&e).is_some_and(|s| s.downcast_ref::<postcard::Error>().is_some()));
     }
 }

@@ -186,6 +186,7 @@ fn split_pair(bytes: &[u8], name: &str) -> Result<(Vec<u8>, Vec<u8>)> {
         source_name: format!("operator state `{name}`"),
         section: "broadcast entry".into(),
         detail: "entry does not decode".into(),
+        source: None,
     };
     let mut pos = 0;
     let mut field = || -> Result<Vec<u8>> {
@@ -266,6 +267,7 @@ impl DefaultOperatorStateBackend {
                             "elements {start}..{end} were assigned but the stream holds {}",
                             elements.len()
                         ),
+                        source: None,
                     });
                 };
                 match merged.get_mut(&info.name) {
@@ -278,6 +280,7 @@ impl DefaultOperatorStateBackend {
                                 source_name: handle.stream.describe(),
                                 section: format!("operator state `{}`", info.name),
                                 detail: "old subtasks disagree on its mode or type".into(),
+                                source: None,
                             });
                         }
                         all.extend_from_slice(taken);
@@ -572,6 +575,7 @@ fn read_stream(handle: &OperatorSnapshotHandle, storage: &dyn CheckpointStorage)
         source_name: name.clone(),
         section: section.into(),
         detail: detail.into(),
+        source: None,
     };
     if buf.len() < 8 || buf[..8] != OPERATOR_MAGIC {
         return Err(if buf.len() < 8 {
@@ -628,7 +632,8 @@ fn read_stream(handle: &OperatorSnapshotHandle, storage: &dyn CheckpointStorage)
         pos = end;
         Ok(out)
     };
-    let header: OpHeader = postcard::from_bytes(next("header")?).map_err(|e| corrupt("header", &e.to_string()))?;
+    let header: OpHeader =
+        postcard::from_bytes(next("header")?).map_err(|e| corrupt("header", &e.to_string()).with_source(e))?;
     let mut out = Vec::with_capacity(header.states.len());
     for (info, type_name) in header.states {
         let mut elements = Vec::new();

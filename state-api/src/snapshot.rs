@@ -258,6 +258,7 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
                     source_name: handle.describe(),
                     section: "file".into(),
                     detail: "size or checksum mismatch".into(),
+                    source: None,
                 });
             }
             std::fs::write(local, &bytes)

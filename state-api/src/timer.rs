@@ -71,6 +71,7 @@ impl TimerEntry {
             source_name: source.to_string(),
             section: "timer".into(),
             detail,
+            source: None,
         };
         let p = key_group_prefix_len(max_parallelism);
         if key.len() < p + 8 {

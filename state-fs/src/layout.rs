@@ -59,6 +59,7 @@ pub fn check_relative_path(path: &str) -> Result<()> {
             source_name: path.to_string(),
             section: "file reference".into(),
             detail: "path escapes the checkpoint root or is malformed".into(),
+            source: None,
         })
     }
 }

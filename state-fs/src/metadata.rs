@@ -75,6 +75,7 @@ impl MetadataV1 {
             source_name: name.to_string(),
             section: "checkpoint metadata (version 1)".into(),
             detail,
+            source: None,
         };
         let keyed_ranges = self
             .keyed
@@ -99,7 +100,7 @@ impl MetadataV1 {
         let mut subtasks: Vec<SubtaskState> = Vec::new();
         for i in 0..parallelism {
             let own = key_group_range_for_operator(max_parallelism, parallelism, i)
-                .map_err(|e| corrupt(format!("cannot map its state to subtasks: {e}")))?;
+                .map_err(|e| corrupt(format!("cannot map its state to subtasks: {e}")).with_source(e))?;
             let mine = |r: &state_api::KeyGroupRange| !r.is_empty() && r.intersection(&own) == *r;
             subtasks.push(SubtaskState {
                 keyed: self

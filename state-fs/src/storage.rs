@@ -458,6 +458,7 @@ impl FsCheckpointStorage {
                 source_name: path.to_string(),
                 section: "file".into(),
                 detail: format!("{actual} bytes where {size} were written (partial upload?)"),
+                source: None,
             }),
             None => Err(StateError::Io {
                 context: format!("checking `{path}`"),

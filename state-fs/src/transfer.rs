@@ -106,6 +106,7 @@ impl FsCheckpointStorage {
                         "checksum or size mismatch ({size} bytes, crc {crc:08x}; expected {} bytes, crc {:08x})",
                         file.size, file.crc32c
                     ),
+                    source: None,
                 });
             }
             Ok(())
@@ -127,6 +128,7 @@ impl FsCheckpointStorage {
                 source_name: path.clone(),
                 section: "file".into(),
                 detail: "checksum mismatch".into(),
+                source: None,
             });
         }
         Ok(bytes)

@@ -64,6 +64,7 @@ fn wrong_shape(meta: &StateMeta) -> state_api::StateError {
         source_name: format!("state `{}`", meta.name),
         section: "entry".into(),
         detail: "entry shape does not match the state kind".into(),
+        source: None,
     }
 }
 

@@ -211,6 +211,7 @@ fn download(h: &IncrementalKeyedHandle, dir: &std::path::Path, storage: &dyn Che
                     source_name: format!("incremental checkpoint {}", h.checkpoint_id),
                     section: "file list".into(),
                     detail: format!("bad local file name {:?}", f.local_name),
+                    source: None,
                 });
             }
             Ok((f.stream.clone(), dir.join(&f.local_name)))

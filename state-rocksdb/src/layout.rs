@@ -33,6 +33,7 @@ pub fn corrupt(name: &str, detail: impl Into<String>) -> StateError {
         source_name: format!("RocksDB column family `{name}`"),
         section: "value".into(),
         detail: detail.into(),
+        source: None,
     }
 }
 

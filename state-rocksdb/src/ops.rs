@@ -406,7 +406,7 @@ impl<K: StateKey> RawKeyedBackend for RocksDbKeyedStateBackend<K> {
                 .get(self.prefix_len..)
                 .ok_or_else(|| corrupt(&st.meta.name, "key shorter than its key group"))?;
             let (key, after) = postcard::take_from_bytes::<K>(rest)
-                .map_err(|e| corrupt(&st.meta.name, format!("key does not decode: {e}")))?;
+                .map_err(|e| corrupt(&st.meta.name, format!("key does not decode: {e}")).with_source(e))?;
             let matches = if is_map {
                 after.starts_with(&ns_bytes)
             } else {

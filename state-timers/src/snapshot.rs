@@ -83,6 +83,7 @@ pub(crate) fn restore<H: ?Sized, Q: TimerQueue<H>>(
                         source_name: name.clone(),
                         section: "header".into(),
                         detail: format!("not a timer snapshot: no `{expected}` state"),
+                        source: None,
                     });
                 }
             }
@@ -108,6 +109,7 @@ pub(crate) fn restore<H: ?Sized, Q: TimerQueue<H>>(
                         source_name: name.clone(),
                         section: format!("key group {kg}"),
                         detail: format!("timer timestamp of {} bytes", value.len()),
+                        source: None,
                     })?;
                     let timer = TimerEntry {
                         timestamp: i64::from_be_bytes(ts),

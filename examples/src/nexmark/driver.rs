@@ -104,6 +104,7 @@ fn read_progress(snapshot: &JobSnapshot, id: u64) -> Result<(u64, i64)> {
         source_name: format!("checkpoint {id}"),
         section: "engine data `progress`".into(),
         detail: "missing or malformed".into(),
+        source: None,
     };
     let p = snapshot
         .engine
@@ -229,6 +230,7 @@ fn decode_parts(bytes: &[u8], id: u64) -> Result<Vec<PartRecord>> {
             source_name: format!("checkpoint {id}"),
             section: "engine data `parts`".into(),
             detail: format!("{} bytes is not a whole number of part records", bytes.len()),
+            source: None,
         });
     }
     Ok(bytes

@@ -12,6 +12,7 @@ pub fn read_committed(fs: &FsCheckpointStorage, rel: &str, recorded: Option<(u64
         source_name: rel.to_string(),
         section: "committed result part".into(),
         detail,
+        source: None,
     };
     let path = fs.store_path(rel);
     if fs.store().size(&path)?.is_none() {

@@ -333,6 +333,7 @@ fn corrupt(name: &str, section: impl Into<String>, detail: impl Into<String>) ->
         source_name: name.to_string(),
         section: section.into(),
         detail: detail.into(),
+        source: None,
     }
 }
 
@@ -392,7 +393,7 @@ impl KeyedStreamReader {
             return Err(corrupt(name, "header", "checksum mismatch"));
         }
         let header: SnapshotHeader = postcard::from_bytes(&header_bytes)
-            .map_err(|e| corrupt(name, "header", format!("does not decode: {e}")))?;
+            .map_err(|e| corrupt(name, "header", format!("does not decode: {e}")).with_source(e))?;
         let header_end = 20 + header_len;
 
         // Trailer and index.
@@ -431,8 +432,8 @@ impl KeyedStreamReader {
         if crc32c::crc32c(&index_bytes) != u32::from_be_bytes(word) {
             return Err(corrupt(name, "index", "checksum mismatch"));
         }
-        let offsets: Vec<u64> =
-            postcard::from_bytes(&index_bytes).map_err(|e| corrupt(name, "index", format!("does not decode: {e}")))?;
+        let offsets: Vec<u64> = postcard::from_bytes(&index_bytes)
+            .map_err(|e| corrupt(name, "index", format!("does not decode: {e}")).with_source(e))?;
         if offsets.len() != header.key_group_range.len() as usize + 1 {
             return Err(corrupt(
                 name,

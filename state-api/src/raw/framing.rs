@@ -49,6 +49,7 @@ pub fn unframe<'a>(
         source_name: name.to_string(),
         section: what.to_string(),
         detail,
+        source: None,
     };
     let truncated = || StateError::Truncated {
         source_name: name.to_string(),
@@ -93,5 +94,6 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8], name: &str, what: &str) -> 
         source_name: name.to_string(),
         section: what.to_string(),
         detail: format!("does not decode: {e}"),
+        source: Some(Box::new(e)),
     })
 }

@@ -88,6 +88,7 @@ pub fn receive<T: for<'de> Deserialize<'de>>(stream: &mut TcpStream, peer: &str)
             source_name: peer.to_string(),
             section: "control message".into(),
             detail: format!("length {len} exceeds {MAX_MESSAGE}"),
+            source: None,
         });
     }
     let mut bytes = header.to_vec();
@@ -204,6 +205,7 @@ pub fn read_engine_data(engine: &BTreeMap<String, Vec<u8>>, checkpoint: u64) -> 
         source_name: format!("checkpoint {checkpoint}"),
         section: format!("engine data `{what}`"),
         detail: "missing or malformed".into(),
+        source: None,
     };
     let epoch = engine
         .get("epoch")

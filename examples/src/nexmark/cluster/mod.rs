@@ -166,6 +166,7 @@ fn open_owner<R: Runtime>(cfg: &ClusterConfig, rt: &R) -> Result<Owner> {
                     source_name: format!("checkpoint {}", meta.checkpoint_id),
                     section: "engine data `epoch`".into(),
                     detail: format!("epoch {epoch} in checkpoint {}", meta.checkpoint_id),
+                    source: None,
                 });
             }
             (Some(meta.checkpoint_id), parts)
