@@ -35,6 +35,8 @@
 //! assert_eq!(store.latest().unwrap().0, 1);
 //! # Ok::<(), state_api::StateError>(())
 //! ```
+//!
+//! Over 500 lines: one state machine (pending, acknowledged, completed, aborted) whose transitions are kept in one place.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -13,6 +13,8 @@
 //! ops.list_add(&offsets, 42).unwrap();
 //! assert_eq!(ops.list_get(&offsets).unwrap(), vec![42]);
 //! ```
+//!
+//! Over 500 lines: the operator state backend and its snapshot encoding are one contract (what is written is what restores), kept together.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};

@@ -4,9 +4,9 @@
 
 use state_api::{CompletedCheckpointStore, JobSnapshot, Result, StreamHandle, SubtaskState};
 
+use crate::checkpoint_storage::FsCheckpointStorage;
 use crate::layout::check_relative_path;
 use crate::metadata::{CheckpointMetadata, SnapshotKind};
-use crate::storage::FsCheckpointStorage;
 
 impl CompletedCheckpointStore for FsCheckpointStorage {
     /// Completes checkpoint `checkpoint_id` (or the savepoint) with

@@ -18,6 +18,7 @@
 //! - Checkpoints, loads and cleanups emit `tracing` events.
 #![deny(missing_docs)]
 
+mod checkpoint_storage;
 mod coordinated;
 #[cfg(feature = "heap")]
 mod fs_backend;
@@ -25,18 +26,17 @@ pub mod layout;
 pub mod lease;
 mod metadata;
 mod options;
-mod storage;
 pub mod store;
 mod streams;
 mod transfer;
 mod uri;
 
+pub use checkpoint_storage::{CompletedCheckpoint, FsCheckpointStorage};
 #[cfg(feature = "heap")]
 pub use fs_backend::FsStateBackend;
 pub use lease::{LeaseOptions, LeaseRecord};
 pub use metadata::{CheckpointMetadata, LEGACY_OPERATOR_ID, SharedFile, SharedRegistry, SnapshotKind};
 pub use options::{DEFAULT_INLINE_THRESHOLD, FsOptions, MAX_INLINE_THRESHOLD};
-pub use storage::{CompletedCheckpoint, FsCheckpointStorage};
 pub use store::{ObjectStore, ObjectWriter, OpendalStore};
 pub use uri::Location;
 

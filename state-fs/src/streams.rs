@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use state_api::{CheckpointInput, CheckpointOutput, CheckpointStorage, Result, StateError, StreamHandle};
 
+use crate::checkpoint_storage::FsCheckpointStorage;
 use crate::metadata::SharedFile;
-use crate::storage::FsCheckpointStorage;
 use crate::store::ObjectWriter;
 
 /// A stream being written: buffered in memory up to the inline threshold, then streamed

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use state_api::{CheckpointStorage, Result, StateError, StreamHandle};
 
+use crate::checkpoint_storage::FsCheckpointStorage;
 use crate::layout::{SHARED_DIR, TASK_OWNED_DIR, check_relative_path, checkpoint_dir, file_stem, unique_suffix};
 use crate::metadata::SharedFile;
-use crate::storage::FsCheckpointStorage;
 
 impl FsCheckpointStorage {
     /// A path for a file of checkpoint `checkpoint_id` (exclusive), relative to this storage.

@@ -3,51 +3,50 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use state_api::raw::format::{SnapshotHeader, decode_block, open_for_restore, write_keyed_stream};
+use state_api::raw::format::{decode_block, open_for_restore};
 use state_api::raw::type_name_of;
-use state_api::raw::{RawKeyedBackend, RawMapIter};
-use state_api::raw::{StateId, StateMeta, TtlValue, check_state_name};
+use state_api::raw::{StateId, StateMeta, check_state_name};
 use state_api::{
-    AsyncSnapshot, BackendContext, CheckpointStorage, Clock, KeyGroupRange, KeyedBackendFactory, KeyedSnapshotHandle,
-    Namespace, Result, StateError, StateKey, StateValue, TtlConfig,
+    BackendContext, CheckpointStorage, Clock, KeyGroupRange, KeyedBackendFactory, KeyedSnapshotHandle, Namespace,
+    Result, StateError, StateKey, TtlConfig,
 };
 
 use state_memory::{HeapAccounting, MemoryError, SlotMemory};
 
-use crate::table::{ErasedTable, KeyNs, KgMap, PinnedTable, Stored, Table, key_ns_estimate, map_entry_estimate};
+use crate::table::{ErasedTable, KgMap, Stored, Table, key_ns_estimate};
 
-struct CurrentKey<K> {
-    key: K,
-    key_group: u32,
-    kg_index: usize,
+pub(crate) struct CurrentKey<K> {
+    pub(crate) key: K,
+    pub(crate) key_group: u32,
+    pub(crate) kg_index: usize,
 }
 
 #[derive(Default)]
-struct CleanupCursor {
-    kg_index: usize,
-    credit: usize,
+pub(crate) struct CleanupCursor {
+    pub(crate) kg_index: usize,
+    pub(crate) credit: usize,
 }
 
-struct HeapState<K> {
-    meta: StateMeta,
-    ttl: Option<TtlConfig>,
-    table: Box<dyn ErasedTable<K>>,
-    cleanup: CleanupCursor,
+pub(crate) struct HeapState<K> {
+    pub(crate) meta: StateMeta,
+    pub(crate) ttl: Option<TtlConfig>,
+    pub(crate) table: Box<dyn ErasedTable<K>>,
+    pub(crate) cleanup: CleanupCursor,
 }
 
 /// One key group's entries of a restored state that has not been registered yet.
 #[derive(Clone)]
-struct RawBlock {
-    count: u64,
-    raw: Arc<[u8]>,
-    source: Arc<str>,
+pub(crate) struct RawBlock {
+    pub(crate) count: u64,
+    pub(crate) raw: Arc<[u8]>,
+    pub(crate) source: Arc<str>,
 }
 
 /// A restored state, kept as canonical bytes until it is registered (only then are its
 /// types known). Unregistered states are written to later snapshots unchanged.
-struct RestoredState {
-    meta: StateMeta,
-    blocks: Vec<Option<RawBlock>>,
+pub(crate) struct RestoredState {
+    pub(crate) meta: StateMeta,
+    pub(crate) blocks: Vec<Option<RawBlock>>,
 }
 
 /// Keyed state as Rust values in key-group partitioned, copy-on-write tables
@@ -76,21 +75,21 @@ struct RestoredState {
 /// assert_eq!(restored.list(&recent).get().unwrap(), vec![7]);
 /// ```
 pub struct HeapKeyedStateBackend<K: StateKey> {
-    range: KeyGroupRange,
-    max_parallelism: u32,
-    clock: Arc<dyn Clock>,
-    key_type: String,
-    current: Option<CurrentKey<K>>,
-    states: Vec<HeapState<K>>,
-    by_name: HashMap<String, StateId>,
-    restored: BTreeMap<String, RestoredState>,
-    key_scratch: Vec<u8>,
+    pub(crate) range: KeyGroupRange,
+    pub(crate) max_parallelism: u32,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) key_type: String,
+    pub(crate) current: Option<CurrentKey<K>>,
+    pub(crate) states: Vec<HeapState<K>>,
+    pub(crate) by_name: HashMap<String, StateId>,
+    pub(crate) restored: BTreeMap<String, RestoredState>,
+    pub(crate) key_scratch: Vec<u8>,
     /// The managed-memory budget, when the backend has one.
-    memory: Option<HeapAccounting>,
+    pub(crate) memory: Option<HeapAccounting>,
 }
 
 /// The error a state update gets when the budget cannot cover it.
-fn memory_error(e: MemoryError) -> StateError {
+pub(crate) fn memory_error(e: MemoryError) -> StateError {
     match e {
         MemoryError::Exhausted {
             requested,
@@ -120,7 +119,7 @@ impl<K: StateKey> std::fmt::Debug for HeapKeyedStateBackend<K> {
     }
 }
 
-fn unknown_id(id: StateId) -> StateError {
+pub(crate) fn unknown_id(id: StateId) -> StateError {
     StateError::UnknownState {
         name: format!("#{}", id.0),
     }
@@ -193,7 +192,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
     }
 
     /// Charges `bytes` more to the budget, if there is one.
-    fn charge(&mut self, bytes: u64) -> Result<()> {
+    pub(crate) fn charge(&mut self, bytes: u64) -> Result<()> {
         match &mut self.memory {
             Some(m) if bytes > 0 => m.charge(bytes).map_err(memory_error),
             _ => Ok(()),
@@ -201,7 +200,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
     }
 
     /// Gives `bytes` back to the budget, if there is one.
-    fn release(&mut self, bytes: u64) {
+    pub(crate) fn release(&mut self, bytes: u64) {
         if let Some(m) = &mut self.memory {
             m.release(bytes);
         }
@@ -209,7 +208,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
 
     /// Charges the growth from `old` to `new` bytes before a write (the write is refused
     /// if it does not fit); a shrink is given back.
-    fn account(&mut self, old: u64, new: u64) -> Result<()> {
+    pub(crate) fn account(&mut self, old: u64, new: u64) -> Result<()> {
         if new >= old {
             self.charge(new - old)
         } else {
@@ -219,7 +218,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
     }
 
     /// Estimated bytes of the current (key, ns) entry of state `id` (0 when absent).
-    fn current_entry_estimate<N: Namespace>(&self, id: StateId, ns: &N) -> u64 {
+    pub(crate) fn current_entry_estimate<N: Namespace>(&self, id: StateId, ns: &N) -> u64 {
         match (&self.current, self.states.get(id.0 as usize)) {
             (Some(cur), Some(state)) => state.table.entry_estimate(cur.kg_index, &cur.key, ns),
             _ => 0,
@@ -227,7 +226,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
     }
 
     /// Estimated bytes of a new (key, ns) entry's key part.
-    fn new_entry_estimate<N: Namespace>(&self, ns: &N) -> u64 {
+    pub(crate) fn new_entry_estimate<N: Namespace>(&self, ns: &N) -> u64 {
         self.current.as_ref().map_or(0, |c| key_ns_estimate(&c.key, ns))
     }
 
@@ -289,7 +288,11 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         self.states.iter().map(|s| s.table.len()).sum()
     }
 
-    fn register_shape<N: Namespace, S: Stored>(&mut self, meta: StateMeta, ttl: Option<TtlConfig>) -> Result<StateId> {
+    pub(crate) fn register_shape<N: Namespace, S: Stored>(
+        &mut self,
+        meta: StateMeta,
+        ttl: Option<TtlConfig>,
+    ) -> Result<StateId> {
         check_state_name(&meta.name)?;
         if let Some(&id) = self.by_name.get(&meta.name) {
             let state = &self.states[id.0 as usize];
@@ -334,7 +337,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         Ok(id)
     }
 
-    fn mismatch<S>(&self, id: StateId) -> StateError {
+    pub(crate) fn mismatch<S>(&self, id: StateId) -> StateError {
         match self.states.get(id.0 as usize) {
             Some(state) => StateError::IncompatibleType {
                 name: state.meta.name.clone(),
@@ -347,7 +350,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
     }
 
     /// The current key and the key group's map of a state, for reading.
-    fn kg<N: Namespace, S: Stored>(&self, id: StateId) -> Result<(&K, &KgMap<K, N, S>)> {
+    pub(crate) fn kg<N: Namespace, S: Stored>(&self, id: StateId) -> Result<(&K, &KgMap<K, N, S>)> {
         let cur = self.current.as_ref().ok_or(StateError::NoCurrentKey)?;
         let state = self.states.get(id.0 as usize).ok_or_else(|| unknown_id(id))?;
         let table = state
@@ -360,7 +363,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
 
     /// The current key and the key group's map of a state, for writing (copies the key
     /// group first if a running snapshot still holds it).
-    fn kg_mut<N: Namespace, S: Stored>(&mut self, id: StateId) -> Result<(&K, &mut KgMap<K, N, S>)> {
+    pub(crate) fn kg_mut<N: Namespace, S: Stored>(&mut self, id: StateId) -> Result<(&K, &mut KgMap<K, N, S>)> {
         if self
             .states
             .get(id.0 as usize)
@@ -376,337 +379,6 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             .downcast_mut::<Table<K, N, S>>()
             .ok_or_else(|| unknown_id(id))?;
         Ok((&cur.key, Arc::make_mut(&mut table.kgs[cur.kg_index])))
-    }
-}
-
-impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
-    type Key = K;
-
-    fn key_group_range(&self) -> KeyGroupRange {
-        self.range
-    }
-
-    fn max_parallelism(&self) -> u32 {
-        self.max_parallelism
-    }
-
-    fn set_current_key(&mut self, key: &K) -> Result<()> {
-        let key_group = state_api::keygroup::key_group_and_bytes(key, self.max_parallelism, &mut self.key_scratch)?;
-        let kg_index = self.range.owned_index(key_group)?;
-        self.current = Some(CurrentKey {
-            key: key.clone(),
-            key_group,
-            kg_index,
-        });
-        Ok(())
-    }
-
-    fn current_key(&self) -> Option<&K> {
-        self.current.as_ref().map(|c| &c.key)
-    }
-
-    fn current_key_group(&self) -> Option<u32> {
-        self.current.as_ref().map(|c| c.key_group)
-    }
-
-    fn clock(&self) -> &dyn Clock {
-        &*self.clock
-    }
-
-    fn register_value<V: StateValue, N: Namespace>(
-        &mut self,
-        meta: StateMeta,
-        ttl: Option<TtlConfig>,
-    ) -> Result<StateId> {
-        self.register_shape::<N, TtlValue<V>>(meta, ttl)
-    }
-
-    fn register_list<E: StateValue, N: Namespace>(
-        &mut self,
-        meta: StateMeta,
-        ttl: Option<TtlConfig>,
-    ) -> Result<StateId> {
-        self.register_shape::<N, Vec<TtlValue<E>>>(meta, ttl)
-    }
-
-    fn register_map<UK: StateKey, UV: StateValue, N: Namespace>(
-        &mut self,
-        meta: StateMeta,
-        ttl: Option<TtlConfig>,
-    ) -> Result<StateId> {
-        self.register_shape::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(meta, ttl)
-    }
-
-    fn raw_value_read<V: StateValue, N: Namespace, R>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        f: impl FnOnce(&TtlValue<V>) -> R,
-    ) -> Result<Option<R>> {
-        let (key, map) = self.kg::<N, TtlValue<V>>(id)?;
-        Ok(map.get(&KeyNs(key, ns)).map(f))
-    }
-
-    fn raw_value_write<V: StateValue, N: Namespace>(&mut self, id: StateId, ns: &N, value: TtlValue<V>) -> Result<()> {
-        if self.memory.is_some() {
-            self.kg::<N, TtlValue<V>>(id)?;
-            let old = self.current_entry_estimate(id, ns);
-            let new = self.new_entry_estimate(ns) + value.estimate();
-            self.account(old, new)?;
-        }
-        let (key, map) = self.kg_mut::<N, TtlValue<V>>(id)?;
-        match map.get_mut(&KeyNs(key, ns)) {
-            Some(slot) => *slot = value,
-            None => {
-                map.insert((key.clone(), ns.clone()), value);
-            }
-        }
-        Ok(())
-    }
-
-    fn raw_list_read<E: StateValue, N: Namespace, R>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        f: impl FnOnce(&[TtlValue<E>]) -> R,
-    ) -> Result<Option<R>> {
-        let (key, map) = self.kg::<N, Vec<TtlValue<E>>>(id)?;
-        Ok(map.get(&KeyNs(key, ns)).filter(|l| !l.is_empty()).map(|l| f(l)))
-    }
-
-    fn raw_list_append<E: StateValue, N: Namespace>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        values: Vec<TtlValue<E>>,
-    ) -> Result<()> {
-        if self.memory.is_some() {
-            self.kg::<N, Vec<TtlValue<E>>>(id)?;
-            let mut added: u64 = values.iter().map(Stored::estimate).sum();
-            if self.current_entry_estimate(id, ns) == 0 {
-                added += self.new_entry_estimate(ns) + std::mem::size_of::<Vec<TtlValue<E>>>() as u64;
-            }
-            self.charge(added)?;
-        }
-        let (key, map) = self.kg_mut::<N, Vec<TtlValue<E>>>(id)?;
-        match map.get_mut(&KeyNs(key, ns)) {
-            Some(list) => list.extend(values),
-            None => {
-                map.insert((key.clone(), ns.clone()), values);
-            }
-        }
-        Ok(())
-    }
-
-    fn raw_list_write<E: StateValue, N: Namespace>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        values: Vec<TtlValue<E>>,
-    ) -> Result<()> {
-        if values.is_empty() {
-            return self.raw_clear(id, ns);
-        }
-        if self.memory.is_some() {
-            self.kg::<N, Vec<TtlValue<E>>>(id)?;
-            let old = self.current_entry_estimate(id, ns);
-            let new = self.new_entry_estimate(ns) + values.estimate();
-            self.account(old, new)?;
-        }
-        let (key, map) = self.kg_mut::<N, Vec<TtlValue<E>>>(id)?;
-        match map.get_mut(&KeyNs(key, ns)) {
-            Some(list) => *list = values,
-            None => {
-                map.insert((key.clone(), ns.clone()), values);
-            }
-        }
-        Ok(())
-    }
-
-    fn raw_map_read<UK: StateKey, UV: StateValue, N: Namespace, R>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        user_key: &UK,
-        f: impl FnOnce(&TtlValue<UV>) -> R,
-    ) -> Result<Option<R>> {
-        let (key, map) = self.kg::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(id)?;
-        Ok(map.get(&KeyNs(key, ns)).and_then(|m| m.get(user_key)).map(f))
-    }
-
-    fn raw_map_write<UK: StateKey, UV: StateValue, N: Namespace>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        user_key: UK,
-        value: TtlValue<UV>,
-    ) -> Result<()> {
-        if self.memory.is_some() {
-            let (old_entry, has_map) = {
-                let (key, map) = self.kg::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(id)?;
-                match map.get(&KeyNs(key, ns)) {
-                    Some(m) => (m.get(&user_key).map_or(0, |v| map_entry_estimate(&user_key, v)), true),
-                    None => (0, false),
-                }
-            };
-            let mut new = map_entry_estimate(&user_key, &value);
-            if !has_map {
-                new += self.new_entry_estimate(ns) + std::mem::size_of::<hashbrown::HashMap<UK, TtlValue<UV>>>() as u64;
-            }
-            self.account(old_entry, new)?;
-        }
-        let (key, map) = self.kg_mut::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(id)?;
-        match map.get_mut(&KeyNs(key, ns)) {
-            Some(m) => {
-                m.insert(user_key, value);
-            }
-            None => {
-                let mut m = hashbrown::HashMap::new();
-                m.insert(user_key, value);
-                map.insert((key.clone(), ns.clone()), m);
-            }
-        }
-        Ok(())
-    }
-
-    fn raw_map_remove<UK: StateKey, UV: StateValue, N: Namespace>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-        user_key: &UK,
-    ) -> Result<()> {
-        let present = {
-            let (key, map) = self.kg::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(id)?;
-            map.get(&KeyNs(key, ns)).is_some_and(|m| m.contains_key(user_key))
-        };
-        if !present {
-            return Ok(());
-        }
-        let measure = self.memory.is_some();
-        let (key, map) = self.kg_mut::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(id)?;
-        let mut freed = 0;
-        let now_empty = match map.get_mut(&KeyNs(key, ns)) {
-            Some(m) => {
-                if let Some(v) = m.remove(user_key).filter(|_| measure) {
-                    freed += map_entry_estimate(user_key, &v);
-                }
-                m.is_empty()
-            }
-            None => false,
-        };
-        if now_empty {
-            if measure {
-                freed += key_ns_estimate(key, ns) + std::mem::size_of::<hashbrown::HashMap<UK, TtlValue<UV>>>() as u64;
-            }
-            map.remove(&KeyNs(key, ns));
-        }
-        self.release(freed);
-        Ok(())
-    }
-
-    fn raw_map_iter<UK: StateKey, UV: StateValue, N: Namespace>(
-        &mut self,
-        id: StateId,
-        ns: &N,
-    ) -> Result<RawMapIter<'_, UK, UV>> {
-        let (key, map) = self.kg::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(id)?;
-        match map.get(&KeyNs(key, ns)) {
-            Some(m) => Ok(Box::new(m.iter().map(|(k, v)| Ok((k.clone(), v.clone()))))),
-            None => Ok(Box::new(std::iter::empty())),
-        }
-    }
-
-    fn raw_clear<N: Namespace>(&mut self, id: StateId, ns: &N) -> Result<()> {
-        let freed = if self.memory.is_some() {
-            self.current_entry_estimate(id, ns)
-        } else {
-            0
-        };
-        let cur = self.current.as_ref().ok_or(StateError::NoCurrentKey)?;
-        let state = self.states.get_mut(id.0 as usize).ok_or_else(|| unknown_id(id))?;
-        // Checked first so that clearing nothing never copies a key group a snapshot holds.
-        if state.table.contains(cur.kg_index, &cur.key, ns) {
-            state.table.remove(cur.kg_index, &cur.key, ns);
-        }
-        self.release(freed);
-        Ok(())
-    }
-
-    fn ttl_cleanup_step(&mut self, id: StateId, entries: usize) -> Result<()> {
-        let now = self.clock.now_millis();
-        let n = self.range.len() as usize;
-        let measure = self.memory.is_some();
-        let mut freed = 0;
-        let state = self.states.get_mut(id.0 as usize).ok_or_else(|| unknown_id(id))?;
-        let Some(ttl) = state.ttl.clone() else {
-            return Ok(());
-        };
-        // Amortized: every access earns `entries` credits; a key group is cleaned once
-        // the credits cover its size, so on average `entries` entries are checked per access.
-        state.cleanup.credit = state.cleanup.credit.saturating_add(entries);
-        for _ in 0..n {
-            let kg = state.cleanup.kg_index % n.max(1);
-            let len = state.table.key_group_len(kg);
-            if len > state.cleanup.credit {
-                break;
-            }
-            state.cleanup.credit -= len;
-            freed += state.table.cleanup_key_group(kg, &ttl, now, measure);
-            state.cleanup.kg_index = (kg + 1) % n.max(1);
-        }
-        self.release(freed);
-        Ok(())
-    }
-
-    fn keys_in<N: Namespace>(&mut self, id: StateId, ns: &N) -> Result<Vec<K>> {
-        let state = self.states.get(id.0 as usize).ok_or_else(|| unknown_id(id))?;
-        Ok(state.table.keys_in(ns))
-    }
-
-    fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<KeyedSnapshotHandle>> {
-        // Synchronous part: pin every key group (Arc clones) and the restored raw blocks.
-        let now = self.clock.now_millis();
-        let mut metas: Vec<StateMeta> = Vec::with_capacity(self.states.len() + self.restored.len());
-        let mut pinned: Vec<(Box<dyn PinnedTable>, Option<TtlConfig>)> = Vec::with_capacity(self.states.len());
-        for state in &self.states {
-            metas.push(state.meta.clone());
-            pinned.push((
-                state.table.pin(),
-                state.ttl.clone().filter(TtlConfig::is_cleanup_full_snapshot),
-            ));
-        }
-        let raw: Vec<Vec<Option<RawBlock>>> = self
-            .restored
-            .values()
-            .map(|r| {
-                metas.push(r.meta.clone());
-                r.blocks.clone()
-            })
-            .collect();
-        let header = SnapshotHeader {
-            key_type: self.key_type.clone(),
-            max_parallelism: self.max_parallelism,
-            key_group_range: self.range,
-            checkpoint_id,
-            states: metas,
-        };
-        let range = self.range;
-        Ok(AsyncSnapshot::new(checkpoint_id, move |storage| {
-            write_keyed_stream(storage, &header, "keyed-state", |kg, section| {
-                let i = range.index_of(kg).unwrap_or_default();
-                for (si, (table, cleanup)) in pinned.iter().enumerate() {
-                    let filter = cleanup.as_ref().map(|t| (t, now));
-                    table.write_key_group(i, section, &header.states[si], filter)?;
-                    section.finish_block(si as u32);
-                }
-                for (ri, blocks) in raw.iter().enumerate() {
-                    if let Some(b) = &blocks[i] {
-                        section.raw_block((pinned.len() + ri) as u32, b.count, &b.raw);
-                    }
-                }
-                Ok(())
-            })
-        }))
     }
 }
 

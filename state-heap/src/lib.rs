@@ -25,6 +25,7 @@
 mod estimate;
 mod keyed;
 mod memory_storage;
+mod ops;
 mod table;
 
 pub use keyed::{HeapBackendFactory, HeapKeyedStateBackend};

@@ -44,21 +44,21 @@
 #![deny(missing_docs)]
 
 mod cached;
-mod either;
 mod heap_queue;
 mod lmdb;
 mod service;
 mod snapshot;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod timer_storage;
 pub mod workdir;
 
 pub use cached::{CachedTimerQueue, DEFAULT_CACHE_SIZE, OrderedTimerStore, PinnedStore, StoreEntries};
-pub use either::{EitherQueue, StandaloneTimerQueue, TimerStorage};
 pub use heap_queue::HeapTimerQueue;
 pub use lmdb::{DEFAULT_MAP_SIZE, LmdbConfig, LmdbTimerQueue, LmdbTimerStore};
 pub use service::InternalTimerService;
 pub use snapshot::{EVENT_TIME, PROCESSING_TIME};
+pub use timer_storage::{EitherQueue, StandaloneTimerQueue, TimerStorage};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

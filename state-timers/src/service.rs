@@ -83,6 +83,15 @@ fn serialization(role: &'static str, e: postcard::Error) -> StateError {
     StateError::serialization("timers", role, e)
 }
 
+/// Which clock a timer follows (Flink's `TimeDomain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeDomain {
+    /// The watermark.
+    EventTime,
+    /// The wall clock.
+    ProcessingTime,
+}
+
 impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {
     /// A service over two empty queues (event time, processing time) of the same key
     /// groups, reading processing time from `clock`.
@@ -161,16 +170,24 @@ impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {
         self.processing.peek().map(|t| t.timestamp)
     }
 
-    /// Timers queued: (event time, processing time).
-    pub fn len(&self) -> (usize, usize)
+    /// Event-time timers queued.
+    pub fn event_timer_count(&self) -> usize
     where
         Q: TimerQueueInfo,
     {
-        (self.event.len(), self.processing.len())
+        self.event.len()
     }
 
-    /// Fires every timer (processing or event time) due at `until`, in order; see the type's docs.
-    fn fire<B, F>(&mut self, backend: &mut B, processing: bool, until: i64, mut on_timer: F) -> Result<usize>
+    /// Processing-time timers queued.
+    pub fn processing_timer_count(&self) -> usize
+    where
+        Q: TimerQueueInfo,
+    {
+        self.processing.len()
+    }
+
+    /// Fires every timer of `domain` due at `until`, in order; see the type's docs.
+    fn fire_due<B, F>(&mut self, backend: &mut B, domain: TimeDomain, until: i64, mut on_timer: F) -> Result<usize>
     where
         B: KeyedStateBackend<Key = K>,
         Q: TimerQueue<B>,
@@ -178,10 +195,9 @@ impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {
     {
         let mut fired = 0;
         loop {
-            let queue = if processing {
-                &mut self.processing
-            } else {
-                &mut self.event
+            let queue = match domain {
+                TimeDomain::ProcessingTime => &mut self.processing,
+                TimeDomain::EventTime => &mut self.event,
             };
             if queue.peek().is_none_or(|t| t.timestamp > until) {
                 return Ok(fired);
@@ -212,7 +228,7 @@ impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {
     {
         self.watermark = self.watermark.max(watermark);
         let until = self.watermark;
-        self.fire(backend, false, until, on_timer)
+        self.fire_due(backend, TimeDomain::EventTime, until, on_timer)
     }
 
     /// Fires every processing-time timer due at the clock's current time.
@@ -226,7 +242,7 @@ impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {
         Q: TimerQueue<B>,
     {
         let now = self.clock.now_millis();
-        self.fire(backend, true, now, on_timer)
+        self.fire_due(backend, TimeDomain::ProcessingTime, now, on_timer)
     }
 
     /// The synchronous part of a snapshot of both queues: pins them (cheap for heap and

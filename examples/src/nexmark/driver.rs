@@ -8,6 +8,8 @@
 //! it); a restart from checkpoint `n` deletes every part above `n`. So after any crash,
 //! the parts plus the replay from checkpoint `n` give each result exactly once. A
 //! checkpoint that aborts leaves its part to be committed by the next one.
+//!
+//! Over 500 lines: one job loop (source, query, sink, watermarks, checkpoint triggering, restore) kept in one place so its order of events reads top to bottom.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write as _};

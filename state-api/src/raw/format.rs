@@ -19,6 +19,8 @@
 //! Fixed-width integers are big-endian; `varint` is LEB128 (as postcard's). `[ts]` is
 //! present only for states with TTL. Every section and the header carry a CRC32C, so a
 //! restore verifies exactly what it reads, and reads only the key groups it owns.
+//!
+//! Over 500 lines: the frozen format's writer and reader kept side by side, so they cannot drift apart.
 
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 

@@ -1,4 +1,6 @@
 //! Cases: snapshots, restore, rescaling, operator state, bad input.
+//!
+//! Over 500 lines: a list of independent test cases, one function each.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! `cargo xtask bench [--quick]`: every measurement is a ratio against a baseline doing
 //! the same work in the same run. Writes `BENCHMARKS.md` and `bench.json` (with
 //! `--quick`, small sizes and files under `target/`, to check the harness only).
+//!
+//! Over 500 lines: the bench harness and its report writer; each group of measurements lives in its own file.
 
 use std::collections::HashMap;
 use std::hint::black_box;

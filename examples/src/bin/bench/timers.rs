@@ -123,7 +123,7 @@ fn snapshot_restore(input: &[(u64, i64)], rows: &mut Vec<Row>) -> Result<()> {
         b.set_current_key(key)?;
         s.register_event_time_timer(&mut b, &(), *ts)?;
     }
-    let count = s.len().0;
+    let count = s.event_timer_count();
     let files = MemFiles::default();
     let t = std::time::Instant::now();
     let sync = std::time::Instant::now();

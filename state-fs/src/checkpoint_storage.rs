@@ -1,6 +1,8 @@
 //! [`FsCheckpointStorage`]: checkpoint storage on any [`ObjectStore`], with Flink's
 //! layout, atomic completion, inlining of small state, retention with a shared-file
 //! registry, discovery of the latest checkpoint, and savepoints.
+//!
+//! Over 500 lines: opening, recovery, completion and retention share one invariant (what a completed checkpoint is) and are kept together; options, transfers and streams are split out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
