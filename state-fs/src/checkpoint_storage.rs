@@ -4,12 +4,12 @@
 //!
 //! Over 500 lines: opening, recovery, completion and retention share one invariant (what a completed checkpoint is) and are kept together; options, transfers and streams are split out.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use state_api::{Result, StateError, StreamHandle};
 
+use crate::counting::CountingStore;
 use crate::layout::{
     IN_PROGRESS, METADATA, REGISTRY, SHARED_DIR, check_relative_path, check_segment, checkpoint_dir,
     parse_checkpoint_dir,
@@ -41,13 +41,14 @@ pub(crate) struct JobState {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
+    /// The store, wrapped to count the bytes read and written (`counting`).
     pub(crate) store: Arc<dyn ObjectStore>,
+    /// The same wrapper, for its counters.
+    pub(crate) counting: Arc<CountingStore>,
     /// Directory of this storage relative to the store root, ending in `/`.
     pub(crate) prefix: String,
     pub(crate) mode: Mode,
     pub(crate) options: FsOptions,
-    pub(crate) bytes_read: Arc<AtomicU64>,
-    pub(crate) bytes_written: AtomicU64,
     pub(crate) state: Mutex<JobState>,
     /// The ownership of a job directory (`None` for savepoints or when turned off).
     pub(crate) lease: Option<Lease>,
@@ -194,14 +195,14 @@ impl FsCheckpointStorage {
         options: FsOptions,
         lease: Option<Lease>,
     ) -> Self {
+        let counting = Arc::new(CountingStore::new(store));
         FsCheckpointStorage {
             inner: Arc::new(Inner {
-                store,
+                store: Arc::clone(&counting) as Arc<dyn ObjectStore>,
+                counting,
                 prefix,
                 mode,
                 options,
-                bytes_read: Arc::new(AtomicU64::new(0)),
-                bytes_written: AtomicU64::new(0),
                 state: Mutex::new(JobState::default()),
                 lease,
             }),
@@ -240,14 +241,16 @@ impl FsCheckpointStorage {
         &self.inner.options
     }
 
-    /// Bytes read through [`CheckpointStorage::open_input`](state_api::CheckpointStorage::open_input) and downloads so far.
+    /// Bytes read from the store so far: state streams, downloads, metadata and
+    /// recovery's checks (not the lease, which has its own handle on the store).
     pub fn bytes_read(&self) -> u64 {
-        self.inner.bytes_read.load(Ordering::Relaxed)
+        self.inner.counting.bytes_read()
     }
 
-    /// Bytes written to files (not counting inline state) so far.
+    /// Bytes written to the store so far: state files, uploads and metadata (inline
+    /// state is part of the metadata; the lease is not counted).
     pub fn bytes_written(&self) -> u64 {
-        self.inner.bytes_written.load(Ordering::Relaxed)
+        self.inner.counting.bytes_written()
     }
 
     /// Completed checkpoint ids, ascending.
@@ -547,7 +550,6 @@ impl FsCheckpointStorage {
         };
         let path = self.full(&rel);
         let bytes = self.inner.store.read_all(&path)?;
-        self.inner.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let meta = CheckpointMetadata::decode(&bytes, &path)?;
         for p in meta.files() {
             check_relative_path(&p)?;

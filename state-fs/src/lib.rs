@@ -20,6 +20,7 @@
 
 mod checkpoint_storage;
 mod coordinated;
+mod counting;
 #[cfg(feature = "heap")]
 mod fs_backend;
 pub mod layout;
@@ -33,6 +34,7 @@ mod uri;
 
 pub use checkpoint_storage::{CompletedCheckpoint, FsCheckpointStorage};
 #[cfg(feature = "heap")]
+pub use counting::CountingStore;
 pub use fs_backend::FsStateBackend;
 pub use lease::{LeaseOptions, LeaseRecord};
 pub use metadata::{CheckpointMetadata, LEGACY_OPERATOR_ID, SharedFile, SharedRegistry, SnapshotKind};

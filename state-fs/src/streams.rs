@@ -1,10 +1,8 @@
 //! The [`CheckpointStorage`] implementation: streams written to files (or inlined into
-//! the metadata when small) and read back with counting.
+//! the metadata when small) and read back.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use state_api::{CheckpointInput, CheckpointOutput, CheckpointStorage, Result, StateError, StreamHandle};
 
@@ -60,7 +58,6 @@ impl CheckpointOutput for FsOutput {
             None => Ok(StreamHandle::Inline { bytes: this.buf }),
             Some(w) => {
                 w.close()?;
-                this.storage.inner.bytes_written.fetch_add(this.size, Ordering::Relaxed);
                 Ok(StreamHandle::File {
                     path: this.rel,
                     size: this.size,
@@ -68,25 +65,6 @@ impl CheckpointOutput for FsOutput {
                 })
             }
         }
-    }
-}
-
-struct CountingInput {
-    inner: Box<dyn CheckpointInput>,
-    counter: Arc<AtomicU64>,
-}
-
-impl Read for CountingInput {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.counter.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-impl Seek for CountingInput {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.inner.seek(pos)
     }
 }
 
@@ -164,11 +142,8 @@ impl CheckpointStorage for FsCheckpointStorage {
             return Err(StateError::InvalidArgument("unsupported stream handle".into()));
         };
         self.check_file(path, *size)?;
-        let inner = self.inner.store.reader(&self.full(path))?;
+        let input = self.inner.store.reader(&self.full(path))?;
         tracing::debug!(path = %path, size, "opened checkpoint file");
-        Ok(Box::new(CountingInput {
-            inner,
-            counter: Arc::clone(&self.inner.bytes_read),
-        }))
+        Ok(input)
     }
 }

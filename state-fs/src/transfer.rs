@@ -64,7 +64,6 @@ impl FsCheckpointStorage {
                 w.write(&buf[..n])?;
             }
             w.close()?;
-            self.inner.bytes_written.fetch_add(size, Ordering::Relaxed);
             Ok(SharedFile {
                 path: rel.clone(),
                 size,
