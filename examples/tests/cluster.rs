@@ -191,10 +191,7 @@ fn q5_on_two_processes_of_two_workers_over_s3() {
     if state_fs::FsCheckpointStorage::participant(
         &uri,
         "probe",
-        FsOptions {
-            store_options: options.clone(),
-            ..FsOptions::default()
-        },
+        FsOptions::builder().store_options(options.clone()).build().unwrap(),
     )
     .is_err()
     {

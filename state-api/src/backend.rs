@@ -245,7 +245,12 @@ pub(crate) fn raw<B: KeyedStateBackend>(backend: &mut B) -> &mut B::Raw {
 }
 
 /// Where and how a keyed backend runs: which key groups it owns and its TTL clock.
+///
+/// Built by [`new`](Self::new) (checked), [`single`](Self::single),
+/// [`for_subtask`](Self::for_subtask) or a restore assignment's `context()`; backends
+/// check it again when they open.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BackendContext {
     /// The key groups the backend owns.
     pub key_group_range: KeyGroupRange,
@@ -256,6 +261,18 @@ pub struct BackendContext {
 }
 
 impl BackendContext {
+    /// A backend owning `key_group_range` of `max_parallelism`, with the system clock;
+    /// an error if the range does not fit.
+    pub fn new(key_group_range: KeyGroupRange, max_parallelism: u32) -> Result<Self> {
+        let ctx = BackendContext {
+            key_group_range,
+            max_parallelism,
+            clock: Arc::new(SystemClock),
+        };
+        ctx.validate()?;
+        Ok(ctx)
+    }
+
     /// A backend owning every key group of `max_parallelism`, with the system clock.
     pub fn single(max_parallelism: u32) -> Self {
         BackendContext {
@@ -321,4 +338,17 @@ pub trait KeyedBackendFactory: Send + Sync {
         handles: &[KeyedSnapshotHandle],
         storage: &dyn CheckpointStorage,
     ) -> Result<Self::Backend<K>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_context_is_checked_when_built() {
+        let ctx = BackendContext::new(KeyGroupRange::new(0, 63), 128).unwrap();
+        assert_eq!((ctx.key_group_range.end(), ctx.max_parallelism), (63, 128));
+        assert!(BackendContext::new(KeyGroupRange::new(0, 200), 128).is_err());
+        assert!(BackendContext::new(KeyGroupRange::all(1), 0).is_err());
+    }
 }

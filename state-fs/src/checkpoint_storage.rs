@@ -118,7 +118,7 @@ impl FsCheckpointStorage {
     /// shared files no completed checkpoint references.
     pub fn open(uri: &str, job_id: &str, options: FsOptions) -> Result<Self> {
         options.validate()?;
-        let store = Location::parse(uri)?.open(&options.store_options)?;
+        let store = Location::parse(uri)?.open(options.store_options())?;
         Self::with_store(Arc::new(store), job_id, options)
     }
 
@@ -129,7 +129,7 @@ impl FsCheckpointStorage {
         let prefix = format!("{job_id}/");
         // Owning the directory comes first: recovery deletes what a crash left behind,
         // which must never be a running job's files.
-        let lease = match &options.lease {
+        let lease = match options.lease() {
             Some(lease) => {
                 let location = format!("{}/{prefix}", store.describe().trim_end_matches('/'));
                 Some(Lease::acquire(Arc::clone(&store), &prefix, &location, lease)?)
@@ -153,7 +153,7 @@ impl FsCheckpointStorage {
     pub fn participant(uri: &str, job_id: &str, options: FsOptions) -> Result<Self> {
         options.validate()?;
         check_segment("job id", job_id)?;
-        let store = Location::parse(uri)?.open(&options.store_options)?;
+        let store = Location::parse(uri)?.open(options.store_options())?;
         let mode = Mode::Participant {
             job_id: job_id.to_string(),
         };
@@ -171,7 +171,7 @@ impl FsCheckpointStorage {
     /// can be copied anywhere and restored from there. Retention never touches it.
     pub fn savepoint(uri: &str, name: &str, options: FsOptions) -> Result<Self> {
         options.validate()?;
-        let store = Location::parse(uri)?.open(&options.store_options)?;
+        let store = Location::parse(uri)?.open(options.store_options())?;
         Self::savepoint_with_store(Arc::new(store), name, options)
     }
 
@@ -307,7 +307,7 @@ impl FsCheckpointStorage {
             }
         }
         completed.sort_unstable();
-        let retained = self.inner.options.retained_checkpoints;
+        let retained = self.inner.options.retained_checkpoints();
         let subsumed: Vec<u64> = completed
             .iter()
             .copied()
@@ -484,7 +484,7 @@ impl FsCheckpointStorage {
         let excess = state
             .completed
             .len()
-            .saturating_sub(self.inner.options.retained_checkpoints);
+            .saturating_sub(self.inner.options.retained_checkpoints());
         let subsumed: Vec<u64> = state.completed.drain(..excess).collect();
         let mut unreferenced = Vec::new();
         for old in &subsumed {
@@ -613,7 +613,7 @@ impl FsCheckpointStorage {
             .chain(shared.iter().map(|f| (f.path.as_str(), f.size, f.crc32c)));
         for (path, size, crc32c) in files {
             self.check_file(path, size)?;
-            if self.inner.options.verify_before_restore {
+            if self.inner.options.verify_before_restore() {
                 self.read_verified(&StreamHandle::File {
                     path: path.to_string(),
                     size,

@@ -38,7 +38,9 @@ pub use counting::CountingStore;
 pub use fs_backend::FsStateBackend;
 pub use lease::{LeaseOptions, LeaseRecord};
 pub use metadata::{CheckpointMetadata, LEGACY_OPERATOR_ID, SharedFile, SharedRegistry, SnapshotKind};
-pub use options::{DEFAULT_INLINE_THRESHOLD, FsOptions, MAX_INLINE_THRESHOLD};
+pub use options::{
+    DEFAULT_INLINE_THRESHOLD, FsOptions, FsOptionsBuilder, MAX_INLINE_THRESHOLD, S3Config, S3Credentials,
+};
 pub use store::{ObjectStore, ObjectWriter, OpendalStore};
 pub use uri::Location;
 

@@ -25,7 +25,7 @@ impl Write for FsOutput {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.crc = crc32c::crc32c_append(self.crc, data);
         self.size += data.len() as u64;
-        if self.writer.is_none() && self.buf.len() + data.len() < self.storage.inner.options.inline_threshold.max(1) {
+        if self.writer.is_none() && self.buf.len() + data.len() < self.storage.inner.options.inline_threshold().max(1) {
             self.buf.extend_from_slice(data);
             return Ok(data.len());
         }

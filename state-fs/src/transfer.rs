@@ -136,7 +136,7 @@ impl FsCheckpointStorage {
     fn parallel<T: Sync, R: Send>(&self, items: &[T], work: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
         let next = AtomicUsize::new(0);
         let results: Mutex<Vec<Option<Result<R>>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-        let workers = self.inner.options.transfer_concurrency.min(items.len()).max(1);
+        let workers = self.inner.options.transfer_concurrency().min(items.len()).max(1);
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| {

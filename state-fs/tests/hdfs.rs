@@ -14,15 +14,8 @@ use state_heap::HeapKeyedStateBackend;
 fn hdfs_checkpoint_round_trip() {
     let uri = std::env::var("STATE_FS_HDFS_URI").expect("STATE_FS_HDFS_URI names an HDFS directory");
     let job = format!("job-{}", std::process::id());
-    let storage = FsCheckpointStorage::open(
-        &uri,
-        &job,
-        FsOptions {
-            inline_threshold: 0,
-            ..FsOptions::default()
-        },
-    )
-    .unwrap();
+    let storage =
+        FsCheckpointStorage::open(&uri, &job, FsOptions::builder().inline_threshold(0).build().unwrap()).unwrap();
     let mut b = HeapKeyedStateBackend::<u64>::new(&BackendContext::single(128)).unwrap();
     let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
     for k in 0..1000 {

@@ -147,13 +147,13 @@ fn an_unreadable_lease_is_taken_over() {
 #[test]
 fn the_heartbeat_renews_the_lease() {
     let root = tempfile::tempdir().unwrap();
-    let options = FsOptions {
-        lease: Some(LeaseOptions {
+    let options = FsOptions::builder()
+        .lease(LeaseOptions {
             ttl: Duration::from_millis(600),
             heartbeat: Duration::from_millis(50),
-        }),
-        ..FsOptions::default()
-    };
+        })
+        .build()
+        .unwrap();
     let storage = open(root.path(), options).unwrap();
     let path = root.path().join("job/_lease").join(format!("{:020}", 1));
     let read = || LeaseRecord::decode(&std::fs::read(&path).unwrap(), "lease").unwrap();
@@ -173,14 +173,14 @@ fn the_heartbeat_renews_the_lease() {
 #[test]
 fn a_fenced_owner_commits_and_deletes_nothing() {
     let root = tempfile::tempdir().unwrap();
-    let options = FsOptions {
-        inline_threshold: 0,
-        lease: Some(LeaseOptions {
+    let options = FsOptions::builder()
+        .inline_threshold(0)
+        .lease(LeaseOptions {
             ttl: Duration::from_secs(5),
             heartbeat: Duration::from_millis(50),
-        }),
-        ..FsOptions::default()
-    };
+        })
+        .build()
+        .unwrap();
     let storage = open(root.path(), options).unwrap();
     let mut b = state_heap::HeapKeyedStateBackend::<u64>::new(&state_api::BackendContext::single(128)).unwrap();
     let v = b.register(state_api::ValueStateDescriptor::<u64>::new("v")).unwrap();
@@ -261,10 +261,7 @@ fn race_once() {
 #[test]
 fn without_a_lease_nothing_is_written_or_checked() {
     let root = tempfile::tempdir().unwrap();
-    let options = FsOptions {
-        lease: None,
-        ..FsOptions::default()
-    };
+    let options = FsOptions::builder().without_lease().build().unwrap();
     let a = open(root.path(), options.clone()).unwrap();
     let b = open(root.path(), options).unwrap();
     assert_eq!((a.lease_epoch(), b.lease_epoch()), (None, None));
@@ -273,16 +270,10 @@ fn without_a_lease_nothing_is_written_or_checked() {
 
 #[test]
 fn a_heartbeat_not_below_the_ttl_is_refused() {
-    let root = tempfile::tempdir().unwrap();
-    let options = FsOptions {
-        lease: Some(LeaseOptions {
-            ttl: Duration::from_secs(1),
-            heartbeat: Duration::from_secs(1),
-        }),
-        ..FsOptions::default()
-    };
-    assert!(matches!(
-        open(root.path(), options),
-        Err(StateError::InvalidArgument(_))
-    ));
+    // Refused when the options are built, before anything is opened.
+    let options = FsOptions::builder().lease(LeaseOptions {
+        ttl: Duration::from_secs(1),
+        heartbeat: Duration::from_secs(1),
+    });
+    assert!(matches!(options.build(), Err(StateError::InvalidArgument(_))));
 }

@@ -87,13 +87,9 @@ fn small_state_is_inlined_into_the_metadata() {
     let latest = fs.storage.latest_checkpoint().unwrap().unwrap();
     check(&fs.storage, &latest, 10, 0);
     // The threshold is configurable, with a maximum.
-    let dir = tempfile::tempdir().unwrap();
-    let too_big = FsOptions {
-        inline_threshold: 2 * 1024 * 1024,
-        ..FsOptions::default()
-    };
+    // An inline threshold above the maximum is refused when the options are built.
     assert!(matches!(
-        FsCheckpointStorage::open(dir.path().to_str().unwrap(), "job", too_big),
+        FsOptions::builder().inline_threshold(2 * 1024 * 1024).build(),
         Err(StateError::InvalidArgument(_))
     ));
     let zero = LocalFs::files_only();
@@ -139,10 +135,7 @@ fn write_local(dir: &std::path::Path, name: &str, content: &[u8]) -> std::path::
 
 #[test]
 fn retention_keeps_n_checkpoints_and_deletes_unreferenced_shared_files() {
-    let mut fs = LocalFs::new(FsOptions {
-        retained_checkpoints: 2,
-        ..FsOptions::default()
-    });
+    let mut fs = LocalFs::new(FsOptions::builder().retained_checkpoints(2).build().unwrap());
     let local = tempfile::tempdir().unwrap();
     let mut b = backend_with(50, 0);
     // Incremental-style chain: each checkpoint uploads one new shared file and keeps
@@ -191,10 +184,7 @@ fn retention_keeps_n_checkpoints_and_deletes_unreferenced_shared_files() {
     assert_eq!(fs.storage.shared_ref_count(&all_shared[0].path), 2);
     assert_eq!(fs.storage.shared_ref_count(&all_shared[3].path), 1);
     // The registry survives a restart.
-    let reopened = fs.restart(FsOptions {
-        retained_checkpoints: 2,
-        ..FsOptions::default()
-    });
+    let reopened = fs.restart(FsOptions::builder().retained_checkpoints(2).build().unwrap());
     assert_eq!(reopened.shared_ref_count(&all_shared[0].path), 2);
     assert_eq!(tree(&fs.job_dir), files, "a clean restart deletes nothing");
     // Every retained shared file downloads intact.
@@ -365,10 +355,7 @@ fn paths_never_escape_the_root() {
 
 #[test]
 fn uploads_and_downloads_run_concurrently_and_stream() {
-    let fs = LocalFs::new(FsOptions {
-        transfer_concurrency: 4,
-        ..FsOptions::default()
-    });
+    let fs = LocalFs::new(FsOptions::builder().transfer_concurrency(4).build().unwrap());
     let local = tempfile::tempdir().unwrap();
     let files: Vec<_> = (0..12)
         .map(|i| {

@@ -12,11 +12,11 @@ use state_api::{KeyedStateBackend, StateError, StreamHandle};
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 
 fn options() -> FsOptions {
-    FsOptions {
-        retained_checkpoints: 2,
-        inline_threshold: 0,
-        ..FsOptions::default()
-    }
+    FsOptions::builder()
+        .retained_checkpoints(2)
+        .inline_threshold(0)
+        .build()
+        .unwrap()
 }
 
 /// Checkpoints 1 and 2 of `v = base + key` (base 100 and 200), on files.

@@ -14,12 +14,11 @@ use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind}
 use state_heap::HeapKeyedStateBackend;
 
 fn options(inline_threshold: usize) -> FsOptions {
-    let store_options = s3_server::store_options();
-    FsOptions {
-        inline_threshold,
-        store_options,
-        ..FsOptions::default()
-    }
+    FsOptions::builder()
+        .inline_threshold(inline_threshold)
+        .store_options(s3_server::store_options())
+        .build()
+        .unwrap()
 }
 
 fn unique_prefix() -> String {
@@ -45,10 +44,7 @@ fn s3_checkpoint_restart_retention_and_savepoint() {
     let storage = FsCheckpointStorage::open(
         &uri,
         "job",
-        FsOptions {
-            retained_checkpoints: 2,
-            ..options(1024)
-        },
+        options(1024).to_builder().retained_checkpoints(2).build().unwrap(),
     )
     .unwrap();
     assert!(!storage.store().can_rename(), "S3 completes by a single PUT");
@@ -91,10 +87,7 @@ fn s3_checkpoint_restart_retention_and_savepoint() {
     let reopened = FsCheckpointStorage::open(
         &uri,
         "job",
-        FsOptions {
-            retained_checkpoints: 2,
-            ..options(1024)
-        },
+        options(1024).to_builder().retained_checkpoints(2).build().unwrap(),
     )
     .unwrap();
     let latest = reopened.latest_checkpoint().unwrap().unwrap();

@@ -47,10 +47,7 @@ fn check(b: &mut RocksDbKeyedStateBackend<u64>, model: &BTreeMap<u64, u64>, para
 #[test]
 fn incremental_chain_with_retention_restores_and_leaves_no_unreferenced_file() {
     let root = tempfile::tempdir().unwrap();
-    let options = FsOptions {
-        retained_checkpoints: 2,
-        ..FsOptions::default()
-    };
+    let options = FsOptions::builder().retained_checkpoints(2).build().unwrap();
     let storage = FsCheckpointStorage::open(root.path().to_str().unwrap(), "job", options).unwrap();
     let mut b = RocksDbKeyedStateBackend::<u64>::new(&ctx_for(1, 0), RocksDbConfig::default()).unwrap();
     let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();

@@ -14,10 +14,7 @@ impl TimerQueueFactory for CfQueue {
     type Host = RocksDbKeyedStateBackend<u64>;
     type Queue = RocksDbTimerQueue;
     fn create(&self, range: KeyGroupRange, max_parallelism: u32) -> (Self::Host, Self::Queue) {
-        let ctx = BackendContext {
-            key_group_range: range,
-            ..BackendContext::single(max_parallelism)
-        };
+        let ctx = BackendContext::new(range, max_parallelism).unwrap();
         let mut b = RocksDbKeyedStateBackend::new(&ctx, RocksDbConfig::default()).unwrap();
         let q = b.create_rocksdb_timer_queue("q").unwrap();
         (b, q)

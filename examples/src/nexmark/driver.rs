@@ -368,10 +368,7 @@ impl Checkpointing<'_> {
 /// Runs (or resumes) the job; returns the summary with every result in order of commit.
 pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
     let job = format!("nexmark-{}-{}", cfg.query.name(), rt.name());
-    let options = FsOptions {
-        retained_checkpoints: 2,
-        ..FsOptions::default()
-    };
+    let options = FsOptions::builder().retained_checkpoints(2).build()?;
     let mut fs = FsCheckpointStorage::open(&cfg.dir, &job, options.clone())?;
     if fs.store().size(&fs.store_path(DONE))?.is_some() {
         // The last run finished: start over.

@@ -112,10 +112,7 @@ impl LocalFs {
 
     /// Files always (inline threshold 0), so the suite can damage them.
     pub fn files_only() -> Self {
-        Self::new(FsOptions {
-            inline_threshold: 0,
-            ..FsOptions::default()
-        })
+        Self::new(FsOptions::builder().inline_threshold(0).build().unwrap())
     }
 }
 

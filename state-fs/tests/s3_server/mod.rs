@@ -52,9 +52,9 @@ pub fn server() -> &'static Server {
 
 /// The store options that reach the server (endpoint and its test credentials).
 pub fn store_options() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("endpoint".to_string(), server().endpoint.clone()),
-        ("access_key_id".to_string(), "AKIDTEST".to_string()),
-        ("secret_access_key".to_string(), "SECRETTEST".to_string()),
-    ])
+    // Through the typed config, so the S3 tests exercise it end to end.
+    state_fs::S3Config::new()
+        .endpoint(server().endpoint.clone())
+        .credentials("AKIDTEST", "SECRETTEST")
+        .into_options()
 }

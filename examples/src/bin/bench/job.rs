@@ -95,10 +95,7 @@ pub fn rescale_rows(keys: u64, rows: &mut Vec<Row>) -> Result<()> {
     let storage = FsCheckpointStorage::open(
         &dir.to_string_lossy(),
         "job",
-        FsOptions {
-            inline_threshold: 0,
-            ..FsOptions::default()
-        },
+        FsOptions::builder().inline_threshold(0).build()?,
     )?;
     let op = OperatorId::new("counts")?;
     let mut backends: Vec<HeapKeyedStateBackend<u64>> = (0..128)

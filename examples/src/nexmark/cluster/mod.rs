@@ -141,12 +141,11 @@ fn job_name<R: Runtime>(cfg: &ClusterConfig, rt: &R) -> String {
     format!("nexmark-timely-{}-{}", cfg.query.name(), rt.name())
 }
 
-fn fs_options(cfg: &ClusterConfig) -> FsOptions {
-    FsOptions {
-        retained_checkpoints: 2,
-        store_options: cfg.store_options.clone(),
-        ..FsOptions::default()
-    }
+fn fs_options(cfg: &ClusterConfig) -> Result<FsOptions> {
+    FsOptions::builder()
+        .retained_checkpoints(2)
+        .store_options(cfg.store_options.clone())
+        .build()
 }
 
 /// Opens the job directory as its owner, starting over after a finished run: the
@@ -154,11 +153,11 @@ fn fs_options(cfg: &ClusterConfig) -> FsOptions {
 /// parts it does not list are deleted.
 fn open_owner<R: Runtime>(cfg: &ClusterConfig, rt: &R) -> Result<Owner> {
     let job = job_name(cfg, rt);
-    let mut fs = FsCheckpointStorage::open(&cfg.dir, &job, fs_options(cfg))?;
+    let mut fs = FsCheckpointStorage::open(&cfg.dir, &job, fs_options(cfg)?)?;
     if fs.store().size(&fs.store_path(DONE))?.is_some() {
         fs.store().delete_dir(&fs.store_path(""))?;
         drop(fs);
-        fs = FsCheckpointStorage::open(&cfg.dir, &job, fs_options(cfg))?;
+        fs = FsCheckpointStorage::open(&cfg.dir, &job, fs_options(cfg)?)?;
     }
     let (restore_from, manifest) = match fs.latest_checkpoint()? {
         Some(meta) => {
@@ -420,7 +419,7 @@ fn run_worker<R: Runtime + 'static>(
 ) -> Result<WorkerReport> {
     let (index, peers) = (worker.index() as u32, worker.peers() as u32);
     let job = job_name(cfg, &rt);
-    let storage = FsCheckpointStorage::participant(&cfg.dir, &job, fs_options(cfg))?;
+    let storage = FsCheckpointStorage::participant(&cfg.dir, &job, fs_options(cfg)?)?;
     let target: Arc<dyn CheckpointStorage> = if rt.in_memory() {
         Arc::new(MemoryCheckpointStorage::with_max_state_size(256 << 20))
     } else {
