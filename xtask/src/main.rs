@@ -1,11 +1,11 @@
 //! `cargo xtask <command>`: the project's automation, one module per command.
 //!
-//! - `ci` ([`ci`]): installs missing system packages, then runs fmt, clippy, tests, docs,
+//! - `ci` ([`mod@ci`]): installs missing system packages, then runs fmt, clippy, tests, docs,
 //!   the bench harness and the crates.io packaging check; the README's test command and
 //!   what `.ci/run` calls.
-//! - `bench [--quick] [ARGS]` ([`bench`]): the benchmarks in the release profile.
-//! - `demo [ARGS]` ([`demo`]): the main job, a Nexmark query.
-//! - `stress [GIB]` ([`stress`]): long runs kept out of CI.
+//! - `bench [--quick] [ARGS]` ([`mod@bench`]): the benchmarks in the release profile.
+//! - `demo [ARGS]` ([`mod@demo`]): the main job, a Nexmark query.
+//! - `stress [GIB]` ([`mod@stress`]): long runs kept out of CI.
 //!
 //! Flags are parsed by clap; `cargo xtask --help` lists them. Every step passes or fails
 //! by the exit code of what it runs.
