@@ -61,6 +61,7 @@ mod descriptor;
 mod error;
 pub mod keygroup;
 mod operator;
+mod operator_views;
 pub mod process;
 pub mod raw;
 pub(crate) use raw::{format, framing};
@@ -88,6 +89,7 @@ pub use descriptor::{
 pub use error::{BoxError, ErrorKind, Result, StateError};
 pub use keygroup::KeyGroupRange;
 pub use operator::{BroadcastStateHandle, DefaultOperatorStateBackend, OperatorListHandle, OperatorStateBackend};
+pub use operator_views::{BroadcastView, OperatorListView};
 pub use snapshot::{
     AsyncSnapshot, CheckpointInput, CheckpointOutput, CheckpointStorage, IncrementalKeyedHandle, KeyedSnapshotHandle,
     OperatorSnapshotHandle, OperatorStateInfo, Redistribution, SharedFile, SnapshotFile, StreamHandle,

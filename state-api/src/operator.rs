@@ -10,12 +10,13 @@
 //! use state_api::{DefaultOperatorStateBackend, OperatorStateBackend};
 //! let mut ops = DefaultOperatorStateBackend::new(0);
 //! let offsets = ops.list_state::<u64>("offsets").unwrap();
-//! ops.list_add(&offsets, 42).unwrap();
-//! assert_eq!(ops.list_get(&offsets).unwrap(), vec![42]);
+//! ops.list(&offsets).add(42).unwrap();
+//! assert_eq!(ops.list(&offsets).get().unwrap(), vec![42]);
 //! ```
 //!
 //! Over 500 lines: the operator state backend and its snapshot encoding are one contract (what is written is what restores), kept together.
 
+use crate::operator_views::{BroadcastView, OperatorListView};
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -68,6 +69,23 @@ impl<K, V> Clone for BroadcastStateHandle<K, V> {
 }
 
 /// Operator state: what a subtask keeps that is not scoped to a key.
+///
+/// Operator code registers a state once and uses its view, as with keyed state:
+/// `ops.list(&h).add(x)`, `ops.broadcast(&h).put(k, v)`. The `list_*` and `broadcast_*`
+/// methods are what an implementation provides under the views.
+///
+/// ```
+/// use state_api::{DefaultOperatorStateBackend, OperatorStateBackend};
+///
+/// let mut ops = DefaultOperatorStateBackend::new(0);
+/// let offsets = ops.list_state::<u64>("offsets")?;
+/// ops.list(&offsets).add(42)?;
+/// let rules = ops.broadcast_state::<String, u32>("rules")?;
+/// ops.broadcast(&rules).put("max".into(), 3)?;
+/// assert_eq!(ops.list(&offsets).get()?, vec![42]);
+/// assert_eq!(ops.broadcast(&rules).get(&"max".to_string())?, Some(3));
+/// # Ok::<(), state_api::StateError>(())
+/// ```
 pub trait OperatorStateBackend: Send {
     /// A list state whose elements are split evenly among subtasks on restore.
     fn list_state<T: StateValue>(&mut self, name: &str) -> Result<OperatorListHandle<T>>;
@@ -114,6 +132,27 @@ pub trait OperatorStateBackend: Send {
 
     /// The synchronous part of a snapshot; the returned part writes it.
     fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<OperatorSnapshotHandle>>;
+
+    // ------------------------------------------------------------- provided
+
+    /// The list state `handle`, as operator code uses it: `ops.list(&h).add(x)`.
+    fn list<'a, T: StateValue>(&'a mut self, handle: &'a OperatorListHandle<T>) -> OperatorListView<'a, Self, T>
+    where
+        Self: Sized,
+    {
+        OperatorListView::new(self, handle)
+    }
+
+    /// The broadcast state `handle`: `ops.broadcast(&h).put(k, v)`.
+    fn broadcast<'a, K: StateKey, V: StateValue>(
+        &'a mut self,
+        handle: &'a BroadcastStateHandle<K, V>,
+    ) -> BroadcastView<'a, Self, K, V>
+    where
+        Self: Sized,
+    {
+        BroadcastView::new(self, handle)
+    }
 }
 
 type Encoder = fn(&dyn Any, &str) -> Result<Vec<Vec<u8>>>;

@@ -97,11 +97,11 @@ fn operator_state_slices_match_flink_and_only_contributing_streams_are_read() {
         let rules = ops.broadcast_state::<u8, String>("rules").unwrap();
         for j in 0..(3 + u64::from(i)) {
             let v = 100 * u64::from(i) + j;
-            ops.list_add(&offsets, v).unwrap();
+            ops.list(&offsets).add(v).unwrap();
             global.push(v);
         }
-        ops.list_add(&all, i).unwrap();
-        ops.broadcast_put(&rules, 1, "r".into()).unwrap();
+        ops.list(&all).add(i).unwrap();
+        ops.broadcast(&rules).put(1, "r".into()).unwrap();
         let h = ops.snapshot(1).unwrap().run(&storage).unwrap();
         let state = SubtaskState {
             operator: vec![h],
@@ -128,22 +128,25 @@ fn operator_state_slices_match_flink_and_only_contributing_streams_are_read() {
             .unwrap();
             let mut old = via_old_api;
             let offsets = restored.list_state::<u64>("offsets").unwrap();
-            let mine = restored.list_get(&offsets).unwrap();
+            let mine = restored.list(&offsets).get().unwrap();
             let old_offsets = old.list_state::<u64>("offsets").unwrap();
             assert_eq!(
                 mine,
-                old.list_get(&old_offsets).unwrap(),
+                old.list(&old_offsets).get().unwrap(),
                 "same as a restore from every stream"
             );
             let (n, p, i) = (global.len(), new_p as usize, a.index as usize);
             assert_eq!(mine.len(), n / p + usize::from(i < n % p), "p={new_p} subtask {i}");
             concatenated.extend(mine);
             let all = restored.union_list_state::<u32>("all").unwrap();
-            let mut all_got = restored.list_get(&all).unwrap();
+            let mut all_got = restored.list(&all).get().unwrap();
             all_got.sort();
             assert_eq!(all_got, vec![0, 1, 2, 3], "union state to every subtask");
             let rules = restored.broadcast_state::<u8, String>("rules").unwrap();
-            assert_eq!(restored.broadcast_entries(&rules).unwrap(), vec![(1, "r".to_string())]);
+            assert_eq!(
+                restored.broadcast(&rules).entries().unwrap(),
+                vec![(1, "r".to_string())]
+            );
         }
         assert_eq!(
             concatenated, global,
@@ -156,7 +159,7 @@ fn operator_state_slices_match_flink_and_only_contributing_streams_are_read() {
         let mut ops = DefaultOperatorStateBackend::new(i);
         let offsets = ops.list_state::<u64>("offsets").unwrap();
         for j in 0..1000 {
-            ops.list_add(&offsets, j).unwrap();
+            ops.list(&offsets).add(j).unwrap();
         }
         let h = ops.snapshot(1).unwrap().run(&storage).unwrap();
         let state = SubtaskState {

@@ -45,7 +45,7 @@ fn counts_subtask(storage: &FsCheckpointStorage, parallelism: u32, index: u32, b
 fn source_subtask(storage: &FsCheckpointStorage, offset: u64, id: u64) -> SubtaskState {
     let mut ops = DefaultOperatorStateBackend::new(0);
     let h = ops.list_state::<u64>("offset").unwrap();
-    ops.list_add(&h, offset).unwrap();
+    ops.list(&h).add(offset).unwrap();
     SubtaskState {
         operator: vec![ops.snapshot(id).unwrap().run(storage).unwrap()],
         ..SubtaskState::default()
@@ -254,7 +254,7 @@ fn a_version_1_checkpoint_restores_at_another_parallelism() {
         .unwrap();
         let mut ops = a.restore_operator_state(&storage).unwrap();
         let h = ops.list_state::<u64>("offsets").unwrap();
-        let mine = ops.list_get(&h).unwrap();
+        let mine = ops.list(&h).get().unwrap();
         assert_eq!(mine.len(), 2, "six offsets over three subtasks");
         offsets.extend(mine);
     }

@@ -459,11 +459,12 @@ fn run_job<H: TimerHarness>(
                     }
                 }
                 for j in 0..u64::from(a.index) + 2 {
-                    ops.list_add(&offsets, 10_000 * factor + 100 * u64::from(a.index) + j)
+                    ops.list(&offsets)
+                        .add(10_000 * factor + 100 * u64::from(a.index) + j)
                         .unwrap();
                 }
-                ops.list_add(&names, format!("{op}-{}", a.index)).unwrap();
-                ops.broadcast_put(&config, 1, format!("{op}-config")).unwrap();
+                ops.list(&names).add(format!("{op}-{}", a.index)).unwrap();
+                ops.broadcast(&config).put(1, format!("{op}-config")).unwrap();
             }
             // What the subtask holds (keys from the backend, timers by a pinned copy).
             let mut values = BTreeMap::new();
@@ -474,14 +475,14 @@ fn run_job<H: TimerHarness>(
             let timer_handle = s.snapshot(&mut b, id).unwrap();
             let state_handle = b.snapshot(id).unwrap();
             let op_handle = ops.snapshot(id).unwrap();
-            let mut config_entries = ops.broadcast_entries(&config).unwrap();
+            let mut config_entries = ops.broadcast(&config).entries().unwrap();
             config_entries.sort();
             views.entry(op.to_string()).or_default().push(SubtaskView {
                 range: ctx.key_group_range,
                 values,
                 timers: Vec::new(),
-                offsets: ops.list_get(&offsets).unwrap(),
-                names: ops.list_get(&names).unwrap(),
+                offsets: ops.list(&offsets).get().unwrap(),
+                names: ops.list(&names).get().unwrap(),
                 config: config_entries,
             });
             parts.push((op.clone(), a.index, state_handle, timer_handle, op_handle, b, s));

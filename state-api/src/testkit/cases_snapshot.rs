@@ -403,12 +403,12 @@ fn operator_snapshots(lists: &[Vec<u64>], storage: &dyn CheckpointStorage) -> Ve
             let even = ops.list_state::<u64>("even").unwrap();
             let union = ops.union_list_state::<u64>("union").unwrap();
             let bcast = ops.broadcast_state::<String, u64>("rules").unwrap();
-            ops.list_update(&even, list.clone()).unwrap();
+            ops.list(&even).update(list.clone()).unwrap();
             for v in list {
-                ops.list_add(&union, *v).unwrap();
+                ops.list(&union).add(*v).unwrap();
             }
-            ops.broadcast_put(&bcast, "limit".into(), 10).unwrap();
-            ops.broadcast_put(&bcast, "window".into(), 60).unwrap();
+            ops.broadcast(&bcast).put("limit".into(), 10).unwrap();
+            ops.broadcast(&bcast).put("window".into(), 60).unwrap();
             ops.snapshot(1).unwrap().run(storage).unwrap()
         })
         .collect()
@@ -424,19 +424,19 @@ pub fn operator_list_even_split_on_rescale<F: KeyedBackendFactory, S: TestStorag
     for i in 0..3 {
         let mut ops = DefaultOperatorStateBackend::restore(&handles, i, 3, &storage).unwrap();
         let even = ops.list_state::<u64>("even").unwrap();
-        let part = ops.list_get(&even).unwrap();
+        let part = ops.list(&even).get().unwrap();
         assert_eq!(part.len(), 4, "12 elements split evenly over 3 subtasks");
         all.extend(part);
     }
     assert_eq!(all, (0..12).collect::<Vec<_>>(), "every element exactly once, in order");
     let mut one = DefaultOperatorStateBackend::restore(&handles, 0, 1, &storage).unwrap();
     let even = one.list_state::<u64>("even").unwrap();
-    assert_eq!(one.list_get(&even).unwrap(), (0..12).collect::<Vec<_>>());
+    assert_eq!(one.list(&even).get().unwrap(), (0..12).collect::<Vec<_>>());
     let mut five: Vec<usize> = Vec::new();
     for i in 0..5 {
         let mut ops = DefaultOperatorStateBackend::restore(&handles, i, 5, &storage).unwrap();
         let even = ops.list_state::<u64>("even").unwrap();
-        five.push(ops.list_get(&even).unwrap().len());
+        five.push(ops.list(&even).get().unwrap().len());
     }
     assert_eq!(five, vec![3, 3, 2, 2, 2]);
 }
@@ -448,7 +448,7 @@ pub fn operator_union_list_on_rescale<F: KeyedBackendFactory, S: TestStorage>(_f
         for i in 0..p {
             let mut ops = DefaultOperatorStateBackend::restore(&handles, i, p, &storage).unwrap();
             let union = ops.union_list_state::<u64>("union").unwrap();
-            assert_eq!(ops.list_get(&union).unwrap(), (0..12).collect::<Vec<_>>());
+            assert_eq!(ops.list(&union).get().unwrap(), (0..12).collect::<Vec<_>>());
             // Registering a union state as even-split is refused.
             assert!(ops.list_state::<u64>("union").is_err());
         }
@@ -464,10 +464,10 @@ pub fn operator_broadcast_state_on_rescale<F: KeyedBackendFactory, S: TestStorag
     for i in 0..3 {
         let mut ops = DefaultOperatorStateBackend::restore(&handles, i, 3, &storage).unwrap();
         let rules = ops.broadcast_state::<String, u64>("rules").unwrap();
-        let mut entries = ops.broadcast_entries(&rules).unwrap();
+        let mut entries = ops.broadcast(&rules).entries().unwrap();
         entries.sort();
         assert_eq!(entries, vec![("limit".to_string(), 10), ("window".to_string(), 60)]);
-        assert_eq!(ops.broadcast_get(&rules, &"limit".to_string()).unwrap(), Some(10));
+        assert_eq!(ops.broadcast(&rules).get(&"limit".to_string()).unwrap(), Some(10));
         assert!(
             ops.broadcast_state::<String, String>("rules").is_err(),
             "another value type is refused"

@@ -187,9 +187,9 @@ fn operator_stream() -> Reader {
     let union = ops.union_list_state::<String>("names").unwrap();
     let bc = ops.broadcast_state::<u32, String>("rules").unwrap();
     for i in 0..30u64 {
-        ops.list_add(&list, i).unwrap();
-        ops.list_add(&union, format!("n{i}")).unwrap();
-        ops.broadcast_put(&bc, i as u32, format!("r{i}")).unwrap();
+        ops.list(&list).add(i).unwrap();
+        ops.list(&union).add(format!("n{i}")).unwrap();
+        ops.broadcast(&bc).put(i as u32, format!("r{i}")).unwrap();
     }
     let handle = ops.snapshot(1).unwrap().run(&storage).unwrap();
     let path = only_file(&storage, &handle.stream);
