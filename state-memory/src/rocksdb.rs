@@ -182,7 +182,7 @@ impl RocksDbMemory {
     /// managed share of the slot budget) and released when the last user drops them.
     pub fn for_slot(slot: &SlotMemory, config: &RocksDbMemoryConfig) -> Result<Self> {
         config.validate()?;
-        let lease = match config.mode {
+        let lease = match config.mode() {
             RocksDbMemoryMode::Unmanaged => None,
             RocksDbMemoryMode::Managed { fraction } => {
                 let bytes = (slot.budget() as f64 * fraction) as u64;

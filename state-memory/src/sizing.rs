@@ -71,18 +71,67 @@ pub enum RocksDbMemoryMode {
     Unmanaged,
 }
 
-/// The RocksDB memory configuration.
+/// The RocksDB memory configuration, valid by construction: the default, or
+/// [`RocksDbMemoryConfig::builder`], which checks the values when it builds (Flink's
+/// `RocksDBMemoryConfiguration.validate`).
+///
+/// ```
+/// use state_memory::sizing::{RocksDbMemoryConfig, RocksDbMemoryMode};
+///
+/// let config = RocksDbMemoryConfig::builder()
+///     .mode(RocksDbMemoryMode::FixedPerSlot { bytes: 256 << 20 })
+///     .write_buffer_ratio(0.4)
+///     .build()?;
+/// assert_eq!(config.write_buffer_ratio(), 0.4);
+/// assert!(RocksDbMemoryConfig::builder().write_buffer_ratio(1.5).build().is_err());
+/// # Ok::<(), state_memory::MemoryError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct RocksDbMemoryConfig {
-    /// Where the budget comes from.
-    pub mode: RocksDbMemoryMode,
-    /// Share of the budget for the write path, in (0, 1).
-    pub write_buffer_ratio: f64,
-    /// Share of the cache kept for index and filter blocks, in (0, 1).
-    pub high_prio_pool_ratio: f64,
-    /// The write-buffer (memtable) size of every column family (set on their options),
-    /// checked against the write-buffer manager's mutable limit.
-    pub write_buffer_size: u64,
+    mode: RocksDbMemoryMode,
+    write_buffer_ratio: f64,
+    high_prio_pool_ratio: f64,
+    write_buffer_size: u64,
+}
+
+/// Builds a [`RocksDbMemoryConfig`]; [`build`](Self::build) checks it.
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct RocksDbMemoryConfigBuilder {
+    config: RocksDbMemoryConfig,
+}
+
+impl RocksDbMemoryConfigBuilder {
+    /// Where the budget comes from (default: all of the slot's managed memory).
+    pub fn mode(mut self, mode: RocksDbMemoryMode) -> Self {
+        self.config.mode = mode;
+        self
+    }
+
+    /// Share of the budget for the write path, in (0, 1) (default 0.5).
+    pub fn write_buffer_ratio(mut self, ratio: f64) -> Self {
+        self.config.write_buffer_ratio = ratio;
+        self
+    }
+
+    /// Share of the cache kept for index and filter blocks, in (0, 1) (default 0.1).
+    pub fn high_prio_pool_ratio(mut self, ratio: f64) -> Self {
+        self.config.high_prio_pool_ratio = ratio;
+        self
+    }
+
+    /// The write-buffer (memtable) size of every column family (default 64 MiB).
+    pub fn write_buffer_size(mut self, bytes: u64) -> Self {
+        self.config.write_buffer_size = bytes;
+        self
+    }
+
+    /// The configuration, or [`MemoryError::InvalidConfig`] naming the bad value.
+    pub fn build(self) -> Result<RocksDbMemoryConfig> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
 }
 
 impl Default for RocksDbMemoryConfig {
@@ -129,17 +178,36 @@ fn check_ratio(name: &str, v: f64) -> Result<()> {
 }
 
 impl RocksDbMemoryConfig {
-    /// A managed configuration (the default) with other ratios.
-    pub fn with_ratios(write_buffer_ratio: f64, high_prio_pool_ratio: f64) -> Self {
-        RocksDbMemoryConfig {
-            write_buffer_ratio,
-            high_prio_pool_ratio,
-            ..Default::default()
+    /// A builder starting from the defaults.
+    pub fn builder() -> RocksDbMemoryConfigBuilder {
+        RocksDbMemoryConfigBuilder {
+            config: RocksDbMemoryConfig::default(),
         }
     }
 
+    /// Where the budget comes from.
+    pub fn mode(&self) -> RocksDbMemoryMode {
+        self.mode
+    }
+
+    /// Share of the budget for the write path.
+    pub fn write_buffer_ratio(&self) -> f64 {
+        self.write_buffer_ratio
+    }
+
+    /// Share of the cache kept for index and filter blocks.
+    pub fn high_prio_pool_ratio(&self) -> f64 {
+        self.high_prio_pool_ratio
+    }
+
+    /// The write-buffer (memtable) size of every column family (set on their options),
+    /// checked against the write-buffer manager's mutable limit.
+    pub fn write_buffer_size(&self) -> u64 {
+        self.write_buffer_size
+    }
+
     /// Checks the ratios and the mode (Flink's `RocksDBMemoryConfiguration.validate`).
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         check_ratio("write_buffer_ratio", self.write_buffer_ratio)?;
         check_ratio("high_prio_pool_ratio", self.high_prio_pool_ratio)?;
         if self.write_buffer_ratio + self.high_prio_pool_ratio >= 1.0 {

@@ -153,7 +153,7 @@ fn heap_accounting_reserves_ahead_and_refuses_what_does_not_fit() {
 
 #[test]
 fn rocksdb_configuration_is_validated() {
-    assert!(RocksDbMemoryConfig::default().validate().is_ok());
+    assert!(RocksDbMemoryConfig::builder().build().is_ok());
     for (w, h) in [
         (0.0, 0.1),
         (1.0, 0.1),
@@ -163,19 +163,17 @@ fn rocksdb_configuration_is_validated() {
         (f64::NAN, 0.1),
         (0.6, 0.4),
     ] {
-        let err = RocksDbMemoryConfig::with_ratios(w, h).validate().unwrap_err();
+        let err = RocksDbMemoryConfig::builder()
+            .write_buffer_ratio(w)
+            .high_prio_pool_ratio(h)
+            .build()
+            .unwrap_err();
         assert!(matches!(err, MemoryError::InvalidConfig(_)), "{w} {h}: {err}");
     }
-    let bad_fraction = RocksDbMemoryConfig {
-        mode: RocksDbMemoryMode::Managed { fraction: 1.5 },
-        ..Default::default()
-    };
-    assert!(bad_fraction.validate().is_err());
-    let zero_fixed = RocksDbMemoryConfig {
-        mode: RocksDbMemoryMode::FixedPerSlot { bytes: 0 },
-        ..Default::default()
-    };
-    assert!(zero_fixed.validate().is_err());
+    let bad_fraction = RocksDbMemoryConfig::builder().mode(RocksDbMemoryMode::Managed { fraction: 1.5 });
+    assert!(bad_fraction.build().is_err());
+    let zero_fixed = RocksDbMemoryConfig::builder().mode(RocksDbMemoryMode::FixedPerSlot { bytes: 0 });
+    assert!(zero_fixed.build().is_err());
 }
 
 #[test]
@@ -194,10 +192,10 @@ fn a_budget_too_small_for_the_write_buffer_size_is_refused() {
     assert!(config.sizes(needed).is_ok());
     assert!(config.sizes(needed - 1).is_err());
     // Smaller write buffers fit smaller budgets.
-    let small = RocksDbMemoryConfig {
-        write_buffer_size: 1 << 20,
-        ..Default::default()
-    };
+    let small = RocksDbMemoryConfig::builder()
+        .write_buffer_size(1 << 20)
+        .build()
+        .unwrap();
     let sizes = small.sizes(8 << 20).unwrap();
     assert_eq!(sizes.cache_capacity, 6_990_506);
     assert_eq!(sizes.write_buffer_manager_capacity, 2_796_202);

@@ -80,7 +80,15 @@ fn instances_in_a_slot_share_one_cache_and_write_buffer_manager() {
 fn the_high_priority_pool_ratio_takes_effect_in_rocksdb() {
     for ratio in [0.1, 0.25] {
         let slot = SlotMemory::standalone(64 << 20);
-        let memory = RocksDbMemory::for_slot(&slot, &RocksDbMemoryConfig::with_ratios(0.5, ratio)).unwrap();
+        let memory = RocksDbMemory::for_slot(
+            &slot,
+            &RocksDbMemoryConfig::builder()
+                .write_buffer_ratio(0.5)
+                .high_prio_pool_ratio(ratio)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
         let shared = memory.shared().unwrap();
         // Read back from RocksDB's own description of the cache, not from our config.
         assert_eq!(
@@ -123,10 +131,10 @@ fn index_and_filter_blocks_are_cached_in_the_shared_cache() {
 #[test]
 fn fixed_per_slot_and_unmanaged_modes() {
     let slot = SlotMemory::standalone(64 << 20);
-    let fixed = RocksDbMemoryConfig {
-        mode: RocksDbMemoryMode::FixedPerSlot { bytes: 48 << 20 },
-        ..Default::default()
-    };
+    let fixed = RocksDbMemoryConfig::builder()
+        .mode(RocksDbMemoryMode::FixedPerSlot { bytes: 48 << 20 })
+        .build()
+        .unwrap();
     let m = RocksDbMemory::for_slot(&slot, &fixed).unwrap();
     assert_eq!(m.shared().unwrap().usage().cache_capacity, 41_943_040);
     assert_eq!(
@@ -134,10 +142,10 @@ fn fixed_per_slot_and_unmanaged_modes() {
         0,
         "fixed-per-slot memory is outside the slot budget"
     );
-    let unmanaged = RocksDbMemoryConfig {
-        mode: RocksDbMemoryMode::Unmanaged,
-        ..Default::default()
-    };
+    let unmanaged = RocksDbMemoryConfig::builder()
+        .mode(RocksDbMemoryMode::Unmanaged)
+        .build()
+        .unwrap();
     let u = RocksDbMemory::for_slot(&slot, &unmanaged).unwrap();
     assert!(u.shared().is_none());
     let mut b = backend(&u);

@@ -111,7 +111,7 @@ pub fn rocksdb_memory_rows(quick: bool, rows: &mut Vec<Row>) -> Result<()> {
     let per_instance = if quick { 4_000 } else { 150_000 };
     let slot = SlotMemory::standalone(BUDGET);
     let managed = RocksDbMemory::for_slot(&slot, &RocksDbMemoryConfig::default())
-        .map_err(|e| state_api::StateError::InvalidArgument(e.to_string()))?;
+        .map_err(|e| state_api::StateError::Memory { source: Box::new(e) })?;
     let m = load(managed, per_instance)?;
     let u = load(RocksDbMemory::unmanaged(), per_instance)?;
     let mib = |b: u64| b as f64 / (1 << 20) as f64;

@@ -403,7 +403,9 @@ pub fn run<R: Runtime + Clone + Send + Sync + 'static>(rt: R, cfg: ClusterConfig
 }
 
 fn poisoned() -> StateError {
-    StateError::InvalidArgument("a lock was poisoned".into())
+    StateError::Internal {
+        what: "a lock was poisoned (a thread holding it panicked)".into(),
+    }
 }
 
 /// One worker: restores its subtasks, builds the dataflow, feeds its share of the
