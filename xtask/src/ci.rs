@@ -3,7 +3,7 @@
 //! harness (`--quick`) and the crates.io packaging check; each step passes or fails by
 //! its exit code.
 
-use crate::exec::{cargo, cargo_tool, run};
+use crate::exec::{cargo, cargo_tool, run, run_example};
 use crate::system::ensure_system_packages;
 use crate::{CI_FEATURES, PROFILE};
 
@@ -51,23 +51,7 @@ pub fn ci() -> Result<(), String> {
         ],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
-    run(
-        &cargo,
-        &[
-            "run",
-            "-p",
-            "state-examples",
-            "--features",
-            CI_FEATURES,
-            "--bin",
-            "bench",
-            "--profile",
-            PROFILE,
-            "--",
-            "--quick",
-        ],
-        &[],
-    )?;
+    run_example("bench", &["--quick"])?;
     package(&cargo)?;
     eprintln!("==> ci: fmt, clippy, tests, docs, bench harness and packaging are green");
     Ok(())

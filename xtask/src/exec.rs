@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use crate::{CI_FEATURES, PROFILE};
+
 /// Runs `program args` with extra environment variables `env`, passing its output
 /// through; fails unless it exits with success.
 pub fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
@@ -39,4 +41,24 @@ pub fn cargo_tool(tool: &str, component: &str) -> bool {
     }
     let _ = Command::new("rustup").args(["component", "add", component]).status();
     works()
+}
+
+/// Runs binary `bin` of the examples crate with `args`, in the CI profile and with the
+/// CI features, so that it shares the tests' RocksDB build (a release build would compile
+/// RocksDB from source a second time).
+pub fn run_example(bin: &str, args: &[&str]) -> Result<(), String> {
+    let mut cmd: Vec<&str> = vec![
+        "run",
+        "-p",
+        "state-examples",
+        "--features",
+        CI_FEATURES,
+        "--bin",
+        bin,
+        "--profile",
+        PROFILE,
+        "--",
+    ];
+    cmd.extend(args);
+    run(&cargo(), &cmd, &[])
 }
