@@ -91,6 +91,14 @@ fn kill_and_resume(query: &str, backend: &str, events: u64, every: u64, seed: u6
             if child.try_wait().unwrap().is_none() {
                 child.kill().unwrap(); // SIGKILL
                 child.wait().unwrap();
+                if job_dir.join("results/_done").exists() {
+                    // The job had finished (only its exit was cut short): the next run
+                    // would start over, so this was no kill mid-run. Start over, sooner.
+                    let _ = std::fs::remove_dir_all(&dir);
+                    kills = 0;
+                    window = window * 2 / 3;
+                    continue;
+                }
                 kills += 1;
                 // The restarted run has less left to do: kill it sooner.
                 window = window * 2 / 3;

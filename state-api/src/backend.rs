@@ -116,6 +116,53 @@ pub trait KeyedStateBackend: Send + Sized + std::fmt::Debug {
         RawKeyedBackend::keys_in(self.raw_mut(Access(())), handle.id(), ns)
     }
 
+    /// Every (key, namespace) pair that has state for `handle`, once each, in no
+    /// particular order (Flink's `getKeysAndNamespaces`): for cleaning up or migrating
+    /// state. Entries that expired but were not cleaned up yet are included.
+    fn keys_and_namespaces<H: RegisteredState>(&mut self, handle: &H) -> Result<Vec<(Self::Key, H::Namespace)>> {
+        RawKeyedBackend::keys_and_namespaces(self.raw_mut(Access(())), handle.id())
+    }
+
+    /// Calls `f` for every key that has state for `handle` in `ns`, with that key set as
+    /// the current key (Flink's `applyToAllKeys`). The keys are listed before the first
+    /// call, so `f` may update or clear the visited key's state, of this state or any
+    /// other. The current key from before the call is set again afterwards; the first
+    /// error of `f` stops the visit and is returned.
+    fn apply_to_all_keys<H: RegisteredState>(
+        &mut self,
+        ns: &H::Namespace,
+        handle: &H,
+        mut f: impl FnMut(&mut Self, &Self::Key) -> Result<()>,
+    ) -> Result<()> {
+        let keys = self.keys_in(handle, ns)?;
+        let previous = self.current_key().cloned();
+        let mut result = Ok(());
+        for key in &keys {
+            result = self.set_current_key(key).and_then(|()| f(self, key));
+            if result.is_err() {
+                break;
+            }
+        }
+        if let Some(previous) = previous {
+            self.set_current_key(&previous)?;
+        }
+        result
+    }
+
+    /// The exact number of (key, namespace) pairs that hold state for `handle`. It reads
+    /// every key of the state: for tests and checks ("clear leaves nothing behind"), not
+    /// per record.
+    fn count_entries<H: RegisteredState>(&mut self, handle: &H) -> Result<u64> {
+        Ok(self.keys_and_namespaces(handle)?.len() as u64)
+    }
+
+    /// About how many entries `handle` holds, cheaply, for metrics: (key, namespace)
+    /// pairs on the heap; RocksDB's estimate of its stored entries (a map's user keys
+    /// one by one).
+    fn approximate_entries<H: RegisteredState>(&mut self, handle: &H) -> Result<u64> {
+        RawKeyedBackend::approximate_entries(self.raw_mut(Access(())), handle.id())
+    }
+
     /// The value state `handle` for the current key.
     fn value<'a, T: StateValue>(
         &'a mut self,

@@ -366,6 +366,8 @@ pub trait AggregateFunction<IN, ACC, OUT>: Send + Sync {
     fn add(&self, value: IN, acc: &mut ACC);
     /// The result for an accumulator.
     fn get_result(&self, acc: &ACC) -> OUT;
+    /// Merges two accumulators into one (for merging namespaces: session windows).
+    fn merge(&self, a: ACC, b: ACC) -> ACC;
 }
 
 /// Describes an aggregating state: one accumulator `ACC` per key and namespace.

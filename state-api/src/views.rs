@@ -84,6 +84,56 @@ fn read_value<B: RawKeyedBackend, V: StateValue, N: Namespace>(
     Ok(result)
 }
 
+/// Takes the value of a value-shaped state in `ns` out (clears it); `None` when there
+/// is none or it expired (an expired value counts as absent when merging, as in
+/// Flink's TTL merge).
+fn take_live_value<B: RawKeyedBackend, V: StateValue, N: Namespace>(
+    backend: &mut B,
+    id: StateId,
+    ns: &N,
+    ttl: &Ttl<'_>,
+) -> Result<Option<V>> {
+    let got = backend.raw_value_read::<V, N, _>(id, ns, |tv| (tv.value.clone(), tv.timestamp))?;
+    match got {
+        None => Ok(None),
+        Some((v, ts)) => {
+            backend.raw_clear(id, ns)?;
+            Ok((!ttl.expired(ts)).then_some(v))
+        }
+    }
+}
+
+/// Merges the values of `sources` into `target` with `combine` (reducing and
+/// aggregating state): sources are removed; the target is written only when a source
+/// had a live value, stamped now.
+fn merge_values<B: RawKeyedBackend, V: StateValue, N: Namespace>(
+    backend: &mut B,
+    id: StateId,
+    target: &N,
+    sources: &[N],
+    ttl: &Ttl<'_>,
+    combine: impl Fn(V, V) -> V,
+) -> Result<()> {
+    let mut merged: Option<V> = None;
+    for source in sources.iter().filter(|s| *s != target) {
+        if let Some(v) = take_live_value::<B, V, N>(backend, id, source, ttl)? {
+            merged = Some(match merged {
+                Some(m) => combine(m, v),
+                None => v,
+            });
+        }
+    }
+    let Some(merged) = merged else {
+        return Ok(());
+    };
+    let current = backend.raw_value_read::<V, N, _>(id, target, |tv| (tv.value.clone(), tv.timestamp))?;
+    let next = match current {
+        Some((c, ts)) if !ttl.expired(ts) => combine(c, merged),
+        _ => merged,
+    };
+    backend.raw_value_write(id, target, ttl.stamp(next))
+}
+
 // ---------------------------------------------------------------- value
 
 /// A value state for the current key and a namespace.
@@ -155,6 +205,16 @@ impl<'a, B: KeyedStateBackend, T: StateValue, N: Namespace> ReducingView<'a, B, 
     pub fn clear(&mut self) -> Result<()> {
         raw(self.backend).raw_clear(self.handle.id(), self.ns)
     }
+
+    /// Merges the values of the `sources` namespaces into this one with the reduce
+    /// function and removes them (Flink's `mergeNamespaces`, as session windows merge).
+    /// Merging only empty sources creates nothing; expired values count as absent.
+    pub fn merge_namespaces(&mut self, sources: &[N]) -> Result<()> {
+        let backend = raw(self.backend);
+        let ttl = Ttl::of(backend, self.handle.ttl());
+        let reduce = self.handle.descriptor().reduce_fn();
+        merge_values::<_, T, N>(backend, self.handle.id(), self.ns, sources, &ttl, |a, b| reduce(&a, &b))
+    }
 }
 
 // ---------------------------------------------------------------- aggregating
@@ -195,6 +255,19 @@ impl<'a, B: KeyedStateBackend, IN: 'static, ACC: StateValue, OUT: 'static, N: Na
     /// Removes the accumulator.
     pub fn clear(&mut self) -> Result<()> {
         raw(self.backend).raw_clear(self.handle.id(), self.ns)
+    }
+
+    /// Merges the accumulators of the `sources` namespaces into this one with
+    /// [`AggregateFunction::merge`](crate::AggregateFunction::merge) and removes them
+    /// (Flink's `mergeNamespaces`). Merging only empty sources creates nothing; expired
+    /// accumulators count as absent.
+    pub fn merge_namespaces(&mut self, sources: &[N]) -> Result<()> {
+        let backend = raw(self.backend);
+        let ttl = Ttl::of(backend, self.handle.ttl());
+        let function = self.handle.descriptor().function();
+        merge_values::<_, ACC, N>(backend, self.handle.id(), self.ns, sources, &ttl, |a, b| {
+            function.merge(a, b)
+        })
     }
 }
 
@@ -272,6 +345,25 @@ impl<'a, B: KeyedStateBackend, T: StateValue, N: Namespace> ListView<'a, B, T, N
     /// Removes the list.
     pub fn clear(&mut self) -> Result<()> {
         raw(self.backend).raw_clear(self.handle.id(), self.ns)
+    }
+
+    /// Appends the elements of the `sources` namespaces to this one, in order, and
+    /// removes them (Flink's `mergeNamespaces`, as session windows merge). Elements keep
+    /// their TTL timestamps; merging only empty sources creates nothing. The target list
+    /// is not read: on RocksDB the elements are appended by the merge operator.
+    pub fn merge_namespaces(&mut self, sources: &[N]) -> Result<()> {
+        let id = self.handle.id();
+        let backend = raw(self.backend);
+        for source in sources.iter().filter(|s| *s != self.ns) {
+            let items = backend.raw_list_read::<T, N, _>(id, source, |items| items.to_vec())?;
+            if let Some(items) = items {
+                if !items.is_empty() {
+                    backend.raw_list_append(id, self.ns, items)?;
+                }
+                backend.raw_clear(id, source)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -297,6 +297,26 @@ impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
         Ok(state.table.keys_in(ns))
     }
 
+    fn keys_and_namespaces<N: Namespace>(&mut self, id: StateId) -> Result<Vec<(K, N)>> {
+        let state = self.states.get(id.0 as usize).ok_or_else(|| unknown_id(id))?;
+        state
+            .table
+            .keys_and_namespaces()
+            .downcast::<Vec<(K, N)>>()
+            .map(|pairs| *pairs)
+            .map_err(|_| StateError::IncompatibleType {
+                name: state.meta.name.clone(),
+                role: "namespace",
+                existing: state.meta.namespace_type.clone(),
+                requested: state_api::raw::type_name_of::<N>(),
+            })
+    }
+
+    fn approximate_entries(&mut self, id: StateId) -> Result<u64> {
+        let state = self.states.get(id.0 as usize).ok_or_else(|| unknown_id(id))?;
+        Ok(state.table.len() as u64)
+    }
+
     fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<KeyedSnapshotHandle>> {
         // Synchronous part: pin every key group (Arc clones) and the restored raw blocks.
         let now = self.clock.now_millis();

@@ -257,6 +257,8 @@ pub(crate) trait ErasedTable<K>: Send {
     fn pin(&self) -> Box<dyn PinnedTable>;
     /// Keys with an entry in namespace `ns` (which must be a `&N`).
     fn keys_in(&self, ns: &dyn Any) -> Vec<K>;
+    /// Every (key, namespace) pair with an entry, as a `Vec<(K, N)>`.
+    fn keys_and_namespaces(&self) -> Box<dyn Any>;
     /// Entries in key group `kg_index`.
     fn key_group_len(&self, kg_index: usize) -> usize;
     /// Removes expired entries of key group `kg_index`; with `measure`, returns the
@@ -285,6 +287,15 @@ impl<K: StateKey, N: Namespace, S: Stored> ErasedTable<K> for Table<K, N, S> {
 
     fn pin(&self) -> Box<dyn PinnedTable> {
         Box::new(Pinned { kgs: self.kgs.clone() })
+    }
+
+    fn keys_and_namespaces(&self) -> Box<dyn Any> {
+        let pairs: Vec<(K, N)> = self
+            .kgs
+            .iter()
+            .flat_map(|m| m.keys().map(|(k, n)| (k.clone(), n.clone())))
+            .collect();
+        Box::new(pairs)
     }
 
     fn keys_in(&self, ns: &dyn Any) -> Vec<K> {

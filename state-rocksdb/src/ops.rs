@@ -419,6 +419,36 @@ impl<K: StateKey> RawKeyedBackend for RocksDbKeyedStateBackend<K> {
         Ok(out)
     }
 
+    fn keys_and_namespaces<N: Namespace>(&mut self, id: StateId) -> Result<Vec<(K, N)>> {
+        let (st, cf) = state_and_cf!(self, id);
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for r in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, _) = r.map_err(|e| db_err("listing keys and namespaces", e))?;
+            let rest = k
+                .get(self.prefix_len..)
+                .ok_or_else(|| corrupt(&st.meta.name, "key shorter than its key group"))?;
+            let (key, after_key) = postcard::take_from_bytes::<K>(rest)
+                .map_err(|e| corrupt(&st.meta.name, format!("key does not decode: {e}")).with_source(e))?;
+            let (ns, after_ns) = postcard::take_from_bytes::<N>(after_key)
+                .map_err(|e| corrupt(&st.meta.name, format!("namespace does not decode: {e}")).with_source(e))?;
+            // A map has one entry per user key: report its (key, namespace) once.
+            if seen.insert(rest[..rest.len() - after_ns.len()].to_vec()) {
+                out.push((key, ns));
+            }
+        }
+        Ok(out)
+    }
+
+    fn approximate_entries(&mut self, id: StateId) -> Result<u64> {
+        let (_, cf) = state_and_cf!(self, id);
+        Ok(self
+            .db
+            .property_int_value_cf(cf, "rocksdb.estimate-num-keys")
+            .map_err(|e| db_err("estimating the number of keys", e))?
+            .unwrap_or(0))
+    }
+
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
         self.confirm_checkpoint(checkpoint_id);
     }

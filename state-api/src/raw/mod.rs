@@ -145,6 +145,16 @@ pub trait RawKeyedBackend: Send + Sized + std::fmt::Debug {
     /// (Flink's `getKeys`).
     fn keys_in<N: Namespace>(&mut self, id: StateId, ns: &N) -> Result<Vec<Self::Key>>;
 
+    /// Every (key, namespace) pair that has state in `id`, once each, in no particular
+    /// order (Flink's `getKeysAndNamespaces`). Entries that expired but were not cleaned
+    /// up yet are included.
+    fn keys_and_namespaces<N: Namespace>(&mut self, id: StateId) -> Result<Vec<(Self::Key, N)>>;
+
+    /// About how many entries `id` holds, cheaply (for metrics): (key, namespace) pairs
+    /// on the heap, stored entries (a map's user keys counted one by one) as RocksDB
+    /// estimates them.
+    fn approximate_entries(&mut self, id: StateId) -> Result<u64>;
+
     /// The synchronous part of a snapshot: cheap, on the task thread. The returned
     /// [`AsyncSnapshot`] writes the state as it was at this call, to any storage, on
     /// any thread, while this backend keeps processing and updating state.

@@ -276,6 +276,9 @@ impl AggregateFunction<u64, (u64, u64), f64> for Average {
     fn get_result(&self, acc: &(u64, u64)) -> f64 {
         acc.0 as f64 / acc.1.max(1) as f64
     }
+    fn merge(&self, a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+        (a.0 + b.0, a.1 + b.1)
+    }
 }
 
 pub fn aggregating_adds_with_accumulator<F: KeyedBackendFactory, S: TestStorage>(f: &F, _new_storage: &dyn Fn() -> S) {

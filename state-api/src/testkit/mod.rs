@@ -15,6 +15,7 @@
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod cases_namespaces;
 mod cases_ops;
 mod cases_snapshot;
 mod cases_timers;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use cases_namespaces::*;
 pub use cases_ops::*;
 pub use cases_snapshot::*;
 pub use cases_timers::*;
@@ -136,6 +138,12 @@ macro_rules! __keyed_conformance_cases {
             ttl_map_entries_expire_individually,
             ttl_full_snapshot_cleanup_leaves_expired_out,
             ttl_incremental_cleanup_removes_untouched_entries,
+            merging_list_namespaces_appends_and_removes_the_sources,
+            merging_only_empty_sources_creates_nothing,
+            merging_reducing_and_aggregating_namespaces_combines_the_values,
+            keys_and_namespaces_lists_every_pair_once,
+            apply_to_all_keys_may_update_and_clear_the_visited_state,
+            clearing_every_state_leaves_no_entries,
             snapshot_restore_round_trips_every_kind,
             incremental_snapshot_is_offered_or_refused_as_unsupported,
             snapshot_holds_state_as_of_sync_part,
@@ -200,6 +208,7 @@ mod list_tests {
     #[test]
     fn every_case_function_is_listed() {
         let sources = [
+            include_str!("cases_namespaces.rs"),
             include_str!("cases_ops.rs"),
             include_str!("cases_snapshot.rs"),
             include_str!("cases_ttl.rs"),

@@ -1,0 +1,229 @@
+//! Cases: merging namespaces, enumerating keys and namespaces, visiting every key,
+//! counting entries (Flink's `InternalMergingState`, `getKeysAndNamespaces`,
+//! `applyToAllKeys`).
+
+use std::collections::BTreeSet;
+
+use super::cases_ops::Average;
+use super::{TestStorage, TestWindow, fresh};
+use crate::backend::{KeyedBackendFactory, KeyedStateBackend};
+use crate::descriptor::{
+    AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor, ValueStateDescriptor,
+};
+use crate::error::StateError;
+
+fn w(start: i64) -> TestWindow {
+    TestWindow { start, end: start + 10 }
+}
+
+pub fn merging_list_namespaces_appends_and_removes_the_sources<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
+    let mut b = fresh::<F, u64>(f);
+    let h = b
+        .register(ListStateDescriptor::<u32>::new("l").in_namespace::<TestWindow>())
+        .unwrap();
+    b.set_current_key(&1).unwrap();
+    b.list_in(&h, &w(0)).add_all([1, 2]).unwrap();
+    b.list_in(&h, &w(10)).add(3).unwrap();
+    b.list_in(&h, &w(20)).add_all([4, 5]).unwrap();
+    // Another key's state in the same namespaces is not touched.
+    b.set_current_key(&2).unwrap();
+    b.list_in(&h, &w(10)).add(99).unwrap();
+    b.set_current_key(&1).unwrap();
+    // The target itself among the sources is ignored, as are empty sources.
+    b.list_in(&h, &w(0))
+        .merge_namespaces(&[w(10), w(0), w(30), w(20)])
+        .unwrap();
+    assert_eq!(b.list_in(&h, &w(0)).get().unwrap(), vec![1, 2, 3, 4, 5]);
+    for gone in [w(10), w(20), w(30)] {
+        assert!(b.list_in(&h, &gone).get().unwrap().is_empty());
+    }
+    assert_eq!(b.keys_in(&h, &w(10)).unwrap(), vec![2]);
+    // Into an empty target.
+    b.list_in(&h, &w(40)).merge_namespaces(&[w(0)]).unwrap();
+    assert_eq!(b.list_in(&h, &w(40)).get().unwrap(), vec![1, 2, 3, 4, 5]);
+    assert!(b.list_in(&h, &w(0)).get().unwrap().is_empty());
+}
+
+pub fn merging_only_empty_sources_creates_nothing<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
+    let mut b = fresh::<F, u64>(f);
+    let l = b
+        .register(ListStateDescriptor::<u32>::new("l").in_namespace::<TestWindow>())
+        .unwrap();
+    let r = b
+        .register(ReducingStateDescriptor::<u64>::new("r", |a, b| a + b).in_namespace::<TestWindow>())
+        .unwrap();
+    let a = b
+        .register(AggregatingStateDescriptor::new("a", Average).in_namespace::<TestWindow>())
+        .unwrap();
+    b.set_current_key(&1).unwrap();
+    b.list_in(&l, &w(0)).merge_namespaces(&[w(10), w(20)]).unwrap();
+    b.reducing_in(&r, &w(0)).merge_namespaces(&[w(10), w(20)]).unwrap();
+    b.aggregating_in(&a, &w(0)).merge_namespaces(&[w(10)]).unwrap();
+    assert_eq!(b.count_entries(&l).unwrap(), 0);
+    assert_eq!(b.count_entries(&r).unwrap(), 0);
+    assert_eq!(b.count_entries(&a).unwrap(), 0);
+    assert_eq!(b.reducing_in(&r, &w(0)).get().unwrap(), None);
+    assert_eq!(b.aggregating_in(&a, &w(0)).get().unwrap(), None);
+}
+
+pub fn merging_reducing_and_aggregating_namespaces_combines_the_values<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
+    let mut b = fresh::<F, u64>(f);
+    let r = b
+        .register(ReducingStateDescriptor::<u64>::new("r", |a, b| a + b).in_namespace::<TestWindow>())
+        .unwrap();
+    let a = b
+        .register(AggregatingStateDescriptor::new("a", Average).in_namespace::<TestWindow>())
+        .unwrap();
+    b.set_current_key(&7).unwrap();
+    for (ns, values) in [(w(0), vec![1u64, 2]), (w(10), vec![3]), (w(20), vec![10, 20])] {
+        for v in values {
+            b.reducing_in(&r, &ns).add(v).unwrap();
+            b.aggregating_in(&a, &ns).add(v).unwrap();
+        }
+    }
+    b.reducing_in(&r, &w(0)).merge_namespaces(&[w(10), w(20)]).unwrap();
+    b.aggregating_in(&a, &w(0)).merge_namespaces(&[w(10), w(20)]).unwrap();
+    assert_eq!(b.reducing_in(&r, &w(0)).get().unwrap(), Some(36));
+    assert_eq!(b.aggregating_in(&a, &w(0)).get().unwrap(), Some(36.0 / 5.0));
+    for gone in [w(10), w(20)] {
+        assert_eq!(b.reducing_in(&r, &gone).get().unwrap(), None);
+        assert_eq!(b.aggregating_in(&a, &gone).get().unwrap(), None);
+    }
+    // Into an empty target: the sources' combined value.
+    b.reducing_in(&r, &w(30)).merge_namespaces(&[w(0)]).unwrap();
+    assert_eq!(b.reducing_in(&r, &w(30)).get().unwrap(), Some(36));
+    assert_eq!(b.count_entries(&r).unwrap(), 1);
+}
+
+pub fn keys_and_namespaces_lists_every_pair_once<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
+    let mut b = fresh::<F, u64>(f);
+    let v = b
+        .register(ValueStateDescriptor::<u64>::new("v").in_namespace::<TestWindow>())
+        .unwrap();
+    let m = b
+        .register(MapStateDescriptor::<u32, u32>::new("m").in_namespace::<TestWindow>())
+        .unwrap();
+    let mut expected = BTreeSet::new();
+    for k in 0..40u64 {
+        b.set_current_key(&k).unwrap();
+        for ns in [w(0), w(10)].iter().take(1 + (k % 2) as usize) {
+            b.value_in(&v, ns).update(k).unwrap();
+            // Several user keys per (key, namespace): still one pair.
+            b.map_in(&m, ns).put_all([(1, 1), (2, 2), (3, 3)]).unwrap();
+            expected.insert((k, ns.start));
+        }
+    }
+    let pairs = |mut got: Vec<(u64, TestWindow)>| {
+        let n = got.len();
+        let set: BTreeSet<(u64, i64)> = got.drain(..).map(|(k, ns)| (k, ns.start)).collect();
+        assert_eq!(set.len(), n, "a pair was listed twice");
+        set
+    };
+    assert_eq!(pairs(b.keys_and_namespaces(&v).unwrap()), expected);
+    assert_eq!(pairs(b.keys_and_namespaces(&m).unwrap()), expected);
+    assert_eq!(b.count_entries(&v).unwrap(), expected.len() as u64);
+    assert!(b.approximate_entries(&v).unwrap() > 0);
+}
+
+pub fn apply_to_all_keys_may_update_and_clear_the_visited_state<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
+    let mut b = fresh::<F, u64>(f);
+    let v = b
+        .register(ValueStateDescriptor::<u64>::new("v").in_namespace::<TestWindow>())
+        .unwrap();
+    let l = b
+        .register(ListStateDescriptor::<u64>::new("l").in_namespace::<TestWindow>())
+        .unwrap();
+    for k in 0..100u64 {
+        b.set_current_key(&k).unwrap();
+        b.value_in(&v, &w(0)).update(k).unwrap();
+        b.list_in(&l, &w(0)).add(k).unwrap();
+        b.value_in(&v, &w(10)).update(k).unwrap();
+    }
+    b.set_current_key(&5).unwrap();
+    // Flink's testConcurrentModificationWithApplyToAllKeys: clear every visited key's
+    // state of the state being visited, and update another.
+    let mut visited = BTreeSet::new();
+    b.apply_to_all_keys(&w(0), &v, |b, key| {
+        assert_eq!(b.current_key(), Some(key), "the visited key is the current key");
+        assert_eq!(b.value_in(&v, &w(0)).get()?, Some(*key));
+        b.value_in(&v, &w(0)).clear()?;
+        b.list_in(&l, &w(0)).add(1000 + key)?;
+        visited.insert(*key);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(visited, (0..100).collect::<BTreeSet<u64>>());
+    assert_eq!(b.current_key(), Some(&5), "the current key from before is set again");
+    assert!(b.keys_in(&v, &w(0)).unwrap().is_empty());
+    assert_eq!(
+        b.keys_in(&v, &w(10)).unwrap().len(),
+        100,
+        "another namespace is untouched"
+    );
+    b.set_current_key(&42).unwrap();
+    assert_eq!(b.list_in(&l, &w(0)).get().unwrap(), vec![42, 1042]);
+    // The first error stops the visit and is returned.
+    let mut calls = 0;
+    let err = b
+        .apply_to_all_keys(&w(10), &v, |_, _| {
+            calls += 1;
+            Err(StateError::InvalidArgument("stop".into()))
+        })
+        .unwrap_err();
+    assert!(matches!(err, StateError::InvalidArgument(_)) && calls == 1, "{err}");
+}
+
+pub fn clearing_every_state_leaves_no_entries<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
+    let mut b = fresh::<F, u64>(f);
+    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let l = b.register(ListStateDescriptor::<u64>::new("l")).unwrap();
+    let m = b.register(MapStateDescriptor::<u64, u64>::new("m")).unwrap();
+    for k in 0..50u64 {
+        b.set_current_key(&k).unwrap();
+        b.value(&v).update(k).unwrap();
+        b.list(&l).add_all([k, k]).unwrap();
+        b.map(&m).put_all([(k, k), (k + 1, k)]).unwrap();
+    }
+    assert_eq!(
+        [
+            b.count_entries(&v).unwrap(),
+            b.count_entries(&l).unwrap(),
+            b.count_entries(&m).unwrap()
+        ],
+        [50, 50, 50]
+    );
+    for k in 0..50u64 {
+        b.set_current_key(&k).unwrap();
+        b.value(&v).clear().unwrap();
+        b.list(&l).update(Vec::new()).unwrap();
+        b.map(&m).remove(&k).unwrap();
+        b.map(&m).remove(&(k + 1)).unwrap();
+    }
+    assert_eq!(
+        [
+            b.count_entries(&v).unwrap(),
+            b.count_entries(&l).unwrap(),
+            b.count_entries(&m).unwrap()
+        ],
+        [0, 0, 0],
+        "clearing and removing left entries behind"
+    );
+}
