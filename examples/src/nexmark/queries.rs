@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use state_api::{
-    KeyedStateBackend, ListStateDescriptor, ListStateHandle, MapStateDescriptor, MapStateHandle, Result, TimerQueue,
-    TimerService, ValueStateDescriptor, ValueStateHandle,
+    KeyedStateBackend, ListStateDescriptor, ListStateHandle, MapStateDescriptor, MapStateHandle,
+    ReducingStateDescriptor, ReducingStateHandle, Result, TimerQueue, TimerService, ValueStateDescriptor,
+    ValueStateHandle,
 };
 use state_timers::InternalTimerService;
 
@@ -72,8 +73,13 @@ pub enum Query {
         joined: ValueStateHandle<String, i64>,
         sold: ValueStateHandle<bool, i64>,
     },
-    /// User sessions: bids per bidder per session window (gap 10 s), merged as bids come.
-    Q11 { sessions: MapStateHandle<i64, (i64, u64)> },
+    /// User sessions: bids per bidder per session window (gap 10 s), merged as bids
+    /// come, as Flink's merging windows do: the key's windows (start → end) and a
+    /// count per window namespace, whose namespaces are merged when windows merge.
+    Q11 {
+        windows: MapStateHandle<i64, i64>,
+        count: ReducingStateHandle<u64, i64>,
+    },
 }
 
 fn window_start(ts: i64, size: i64) -> i64 {
@@ -97,7 +103,10 @@ impl Query {
                 sold: b.register(ValueStateDescriptor::new("q8-sold").in_namespace::<i64>())?,
             },
             QueryKind::Q11 => Query::Q11 {
-                sessions: b.register(MapStateDescriptor::new("q11-sessions"))?,
+                windows: b.register(MapStateDescriptor::new("q11-windows"))?,
+                count: b.register(
+                    ReducingStateDescriptor::new("q11-count", |a: &u64, b: &u64| a + b).in_namespace::<i64>(),
+                )?,
             },
         })
     }
@@ -153,24 +162,28 @@ impl Query {
                 b.value_in(sold, &w).update(true)?;
                 t.register_event_time_timer(b, &w, w + WINDOW_MS - 1)
             }
-            (Query::Q11 { sessions }, Event::Bid(bid)) => {
+            (Query::Q11 { windows, count }, Event::Bid(bid)) => {
                 b.set_current_key(&bid.bidder)?;
-                let (mut start, mut end, mut n) = (bid.ts, bid.ts + SESSION_GAP_MS, 1u64);
+                // The bid's own window, then every window of the key it overlaps.
+                let (mut start, mut end) = (bid.ts, bid.ts + SESSION_GAP_MS);
+                b.reducing_in(count, &bid.ts).add(1)?;
                 let mut merged = Vec::new();
-                for entry in b.map(sessions).iter()? {
-                    let (s, (e, c)) = entry?;
+                for entry in b.map(windows).iter()? {
+                    let (s, e) = entry?;
                     if s < end && start < e {
                         merged.push((s, e));
                         start = start.min(s);
                         end = end.max(e);
-                        n += c;
                     }
                 }
-                for (s, e) in merged {
-                    b.map(sessions).remove(&s)?;
+                for &(s, e) in &merged {
+                    b.map(windows).remove(&s)?;
                     t.delete_event_time_timer(b, &s, e - 1)?;
                 }
-                b.map(sessions).put(start, (end, n))?;
+                // The merged window's count: the counts of every window it covers.
+                let sources: Vec<i64> = merged.iter().map(|&(s, _)| s).chain([bid.ts]).collect();
+                b.reducing_in(count, &start).merge_namespaces(&sources)?;
+                b.map(windows).put(start, end)?;
                 t.register_event_time_timer(b, &start, end - 1)
             }
             _ => Ok(()),
@@ -217,13 +230,16 @@ impl Query {
                     b.value_in(sold, &w).clear()
                 })?;
             }
-            Query::Q11 { sessions } => {
+            Query::Q11 { windows, count } => {
                 t.advance_watermark(b, wm, |b, _, timer| {
-                    if let Some((end, n)) = b.map(sessions).get(&timer.namespace)?
+                    let start = timer.namespace;
+                    if let Some(end) = b.map(windows).get(&start)?
                         && end - 1 == timer.timestamp
                     {
-                        out.push(format!("q11,{},{n},{},{end}", timer.key, timer.namespace));
-                        b.map(sessions).remove(&timer.namespace)?;
+                        let n = b.reducing_in(count, &start).get()?.unwrap_or(0);
+                        out.push(format!("q11,{},{n},{start},{end}", timer.key));
+                        b.map(windows).remove(&start)?;
+                        b.reducing_in(count, &start).clear()?;
                     }
                     Ok(())
                 })?;
