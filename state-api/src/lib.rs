@@ -97,7 +97,7 @@ pub use snapshot::{
 pub use state::{Namespace, StateKey, StateKind, StateValue, VoidNamespace};
 pub use timer::{PinnedTimers, Timer, TimerEntry, TimerQueue, TimerQueueInfo, TimerService};
 pub use ttl::{Clock, ManualClock, SystemClock, TtlConfig, TtlUpdateType, TtlVisibility};
-pub use views::{AggregatingView, ListView, MapIter, MapView, ReducingView, ValueView};
+pub use views::{AggregatingView, ListView, MapCursor, MapIter, MapView, ReducingView, ValueView};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -510,4 +510,94 @@ impl<'a, B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapVi
     pub fn entries(&mut self) -> Result<Vec<(UK, UV)>> {
         self.iter()?.collect()
     }
+
+    /// A cursor over the entries whose current entry can be removed or given a new
+    /// value (Flink's map iterator with `remove` and `Entry.setValue`). It walks the
+    /// entries as they were when it was made, so changing them on the way is safe.
+    pub fn cursor(&mut self) -> Result<MapCursor<'_, B, UK, UV, N>> {
+        let entries = self.entries()?;
+        Ok(MapCursor {
+            backend: &mut *self.backend,
+            handle: self.handle,
+            ns: self.ns,
+            entries: entries.into_iter(),
+            current: None,
+            removed: false,
+        })
+    }
+}
+
+/// A cursor over a map state's entries (see [`MapView::cursor`]):
+///
+/// ```
+/// # use state_api::{BackendContext, KeyedStateBackend, MapStateDescriptor};
+/// # fn demo<B: KeyedStateBackend<Key = u64>>(b: &mut B) -> state_api::Result<()> {
+/// let prices = b.register(MapStateDescriptor::<String, u64>::new("prices"))?;
+/// b.set_current_key(&1)?;
+/// b.map(&prices).put_all([("a".into(), 5), ("b".into(), 0)])?;
+/// let mut map = b.map(&prices);
+/// let mut cursor = map.cursor()?;
+/// while let Some((_, price)) = cursor.next() {
+///     if *price == 0 {
+///         cursor.remove()?;
+///     } else {
+///         let doubled = price * 2;
+///         cursor.set_value(doubled)?;
+///     }
+/// }
+/// assert_eq!(b.map(&prices).entries()?, vec![("a".to_string(), 10)]);
+/// # Ok(())
+/// # }
+/// ```
+pub struct MapCursor<'v, B, UK, UV, N> {
+    backend: &'v mut B,
+    handle: &'v MapStateHandle<UK, UV, N>,
+    ns: &'v N,
+    entries: std::vec::IntoIter<(UK, UV)>,
+    current: Option<(UK, UV)>,
+    removed: bool,
+}
+
+impl<B: KeyedStateBackend, UK: StateKey, UV: StateValue, N: Namespace> MapCursor<'_, B, UK, UV, N> {
+    /// Moves to the next entry and returns it; `None` after the last.
+    #[allow(clippy::should_implement_trait)] // a lending cursor: the entry borrows it
+    pub fn next(&mut self) -> Option<(&UK, &UV)> {
+        self.current = self.entries.next();
+        self.removed = false;
+        self.current.as_ref().map(|(k, v)| (k, v))
+    }
+
+    fn current_key(&self, action: &str) -> Result<UK> {
+        match (&self.current, self.removed) {
+            (None, _) => Err(crate::StateError::InvalidArgument(format!(
+                "map cursor of `{}`: no current entry to {action} (call next first)",
+                self.handle.descriptor().name()
+            ))),
+            (Some(_), true) => Err(crate::StateError::InvalidArgument(format!(
+                "map cursor of `{}`: the current entry was already removed; cannot {action} it",
+                self.handle.descriptor().name()
+            ))),
+            (Some((k, _)), false) => Ok(k.clone()),
+        }
+    }
+
+    /// Removes the current entry. Removing it twice, or before the first `next`, is an
+    /// error.
+    pub fn remove(&mut self) -> Result<()> {
+        let key = self.current_key("remove")?;
+        MapView::new(&mut *self.backend, self.handle, self.ns).remove(&key)?;
+        self.removed = true;
+        Ok(())
+    }
+
+    /// Gives the current entry a new value (with a fresh TTL timestamp). An error after
+    /// the entry was removed.
+    pub fn set_value(&mut self, value: UV) -> Result<()> {
+        let key = self.current_key("update")?;
+        MapView::new(&mut *self.backend, self.handle, self.ns).put(key, value.clone())?;
+        if let Some((_, v)) = &mut self.current {
+            *v = value;
+        }
+        Ok(())
+    }
 }

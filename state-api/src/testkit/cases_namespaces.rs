@@ -227,3 +227,44 @@ pub fn clearing_every_state_leaves_no_entries<F: KeyedBackendFactory, S: TestSto
         "clearing and removing left entries behind"
     );
 }
+
+pub fn map_cursor_removes_and_updates_the_current_entry<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
+    let mut b = fresh::<F, u64>(f);
+    let m = b.register(MapStateDescriptor::<u32, u64>::new("m")).unwrap();
+    b.set_current_key(&3).unwrap();
+    b.map(&m).put_all((0..20).map(|k| (k, u64::from(k)))).unwrap();
+    let mut map = b.map(&m);
+    let mut cursor = map.cursor().unwrap();
+    assert!(
+        matches!(cursor.remove(), Err(StateError::InvalidArgument(_))),
+        "remove before next"
+    );
+    let mut seen = 0;
+    while let Some((&k, &v)) = cursor.next() {
+        assert_eq!(u64::from(k), v);
+        seen += 1;
+        if k % 2 == 0 {
+            cursor.remove().unwrap();
+            // Removing twice, or updating a removed entry, is an error, not a panic.
+            assert!(matches!(cursor.remove(), Err(StateError::InvalidArgument(_))));
+            assert!(matches!(cursor.set_value(1), Err(StateError::InvalidArgument(_))));
+        } else {
+            cursor.set_value(v * 100).unwrap();
+            cursor.set_value(v * 1000).unwrap();
+        }
+    }
+    assert_eq!(seen, 20);
+    let mut left = b.map(&m).entries().unwrap();
+    left.sort_unstable();
+    let expected: Vec<(u32, u64)> = (0..20)
+        .filter(|k| k % 2 == 1)
+        .map(|k| (k, u64::from(k) * 1000))
+        .collect();
+    assert_eq!(left, expected);
+    // Another key's map is untouched.
+    b.set_current_key(&4).unwrap();
+    assert!(b.map(&m).entries().unwrap().is_empty());
+}

@@ -144,6 +144,7 @@ macro_rules! __keyed_conformance_cases {
             keys_and_namespaces_lists_every_pair_once,
             apply_to_all_keys_may_update_and_clear_the_visited_state,
             clearing_every_state_leaves_no_entries,
+            map_cursor_removes_and_updates_the_current_entry,
             snapshot_restore_round_trips_every_kind,
             incremental_snapshot_is_offered_or_refused_as_unsupported,
             snapshot_holds_state_as_of_sync_part,
