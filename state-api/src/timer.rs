@@ -120,6 +120,16 @@ impl TimerEntry {
 pub trait TimerQueue<H: ?Sized>: TimerQueueInfo {
     /// Adds a timer; `false` (and no change) when it is already queued.
     fn add(&mut self, host: &mut H, timer: &TimerEntry) -> Result<bool>;
+    /// Adds many timers at once (a restore); returns how many were not queued yet.
+    /// The default adds them one by one; storages override it where a bulk insert is
+    /// cheaper.
+    fn add_all(&mut self, host: &mut H, timers: &[TimerEntry]) -> Result<usize> {
+        let mut added = 0;
+        for timer in timers {
+            added += usize::from(self.add(host, timer)?);
+        }
+        Ok(added)
+    }
     /// Removes a timer; `false` when it was not queued.
     fn remove(&mut self, host: &mut H, timer: &TimerEntry) -> Result<bool>;
     /// Removes and returns the first timer in firing order.

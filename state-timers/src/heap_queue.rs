@@ -80,6 +80,34 @@ impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
         Ok(true)
     }
 
+    /// Inserts into each key group's set directly and fixes each touched group's head
+    /// once, instead of per timer.
+    fn add_all(&mut self, _host: &mut H, timers: &[TimerEntry]) -> Result<usize> {
+        let mut old_heads: Vec<(usize, Option<TimerEntry>)> = Vec::new();
+        let mut added = 0;
+        for timer in timers {
+            let i = self.range.owned_index(timer.key_group)?;
+            if self.groups[i].contains(timer) {
+                continue;
+            }
+            if !old_heads.iter().any(|(j, _)| *j == i) {
+                old_heads.push((i, self.groups[i].first().cloned()));
+            }
+            Arc::make_mut(&mut self.groups[i]).insert(timer.clone());
+            added += 1;
+        }
+        for (i, old) in old_heads {
+            if let Some(h) = old {
+                self.heads.remove(&h);
+            }
+            if let Some(h) = self.groups[i].first() {
+                self.heads.insert(h.clone());
+            }
+        }
+        self.len += added;
+        Ok(added)
+    }
+
     fn remove(&mut self, _host: &mut H, timer: &TimerEntry) -> Result<bool> {
         let Some(i) = self.range.index_of(timer.key_group) else {
             return Ok(false);

@@ -212,6 +212,67 @@ impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {
         }
     }
 
+    /// Visits every timer of `domain` with its key set as the current key: in key-group
+    /// order, then firing order, over the timers as they were when the visit started.
+    fn visit<B, F>(&mut self, backend: &mut B, domain: TimeDomain, mut f: F) -> Result<()>
+    where
+        B: KeyedStateBackend<Key = K>,
+        Q: TimerQueue<B>,
+        F: FnMut(&mut B, &Timer<K, N>) -> Result<()>,
+    {
+        let queue = match domain {
+            TimeDomain::ProcessingTime => &mut self.processing,
+            TimeDomain::EventTime => &mut self.event,
+        };
+        let range = queue.key_group_range();
+        let pinned = queue.pin(backend)?;
+        let previous = backend.current_key().cloned();
+        let mut result = Ok(());
+        'groups: for key_group in range.iter() {
+            for entry in pinned.key_group(key_group)? {
+                result = Self::decode(&entry)
+                    .and_then(|timer| backend.set_current_key(&timer.key).and_then(|()| f(backend, &timer)));
+                if result.is_err() {
+                    break 'groups;
+                }
+            }
+        }
+        if let Some(previous) = previous {
+            backend.set_current_key(&previous)?;
+        }
+        result
+    }
+
+    /// Visits every event-time timer with its key set as the current key (Flink's
+    /// `forEachEventTimeTimer`), without removing any: in key-group order, then firing
+    /// order, over the timers as they were when the visit started. The current key from
+    /// before is set again afterwards; the first error of `f` stops the visit.
+    pub fn for_each_event_time_timer<B>(
+        &mut self,
+        backend: &mut B,
+        f: impl FnMut(&mut B, &Timer<K, N>) -> Result<()>,
+    ) -> Result<()>
+    where
+        B: KeyedStateBackend<Key = K>,
+        Q: TimerQueue<B>,
+    {
+        self.visit(backend, TimeDomain::EventTime, f)
+    }
+
+    /// Visits every processing-time timer, as
+    /// [`for_each_event_time_timer`](Self::for_each_event_time_timer) does.
+    pub fn for_each_processing_time_timer<B>(
+        &mut self,
+        backend: &mut B,
+        f: impl FnMut(&mut B, &Timer<K, N>) -> Result<()>,
+    ) -> Result<()>
+    where
+        B: KeyedStateBackend<Key = K>,
+        Q: TimerQueue<B>,
+    {
+        self.visit(backend, TimeDomain::ProcessingTime, f)
+    }
+
     /// Advances event time to `watermark` (never backwards) and fires every event-time
     /// timer with timestamp ≤ it. Returns how many fired. A timer is removed before its
     /// callback runs; if the callback fails, the error is returned and the remaining

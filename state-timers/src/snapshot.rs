@@ -69,6 +69,8 @@ pub(crate) fn restore<H: ?Sized, Q: TimerQueue<H>>(
 ) -> Result<usize> {
     let [event, processing] = queues;
     let mut restored = 0;
+    // Per handle and key group, the timers of each queue, added in bulk.
+    let (mut event_timers, mut processing_timers) = (Vec::new(), Vec::new());
     for handle in handles {
         let Some((mut reader, mine)) = open_for_restore(handle, storage, key_type, max_parallelism, range)? else {
             continue;
@@ -91,10 +93,10 @@ pub(crate) fn restore<H: ?Sized, Q: TimerQueue<H>>(
         for kg in mine.iter() {
             let section = reader.read_section(kg)?;
             for block in section.blocks()? {
-                let queue: &mut Q = if block.meta.name == EVENT_TIME {
-                    event
+                let batch = if block.meta.name == EVENT_TIME {
+                    &mut event_timers
                 } else if block.meta.name == PROCESSING_TIME {
-                    processing
+                    &mut processing_timers
                 } else {
                     continue;
                 };
@@ -117,11 +119,13 @@ pub(crate) fn restore<H: ?Sized, Q: TimerQueue<H>>(
                         key: key.to_vec(),
                         namespace: namespace.to_vec(),
                     };
-                    if queue.add(host, &timer)? {
-                        restored += 1;
-                    }
+                    batch.push(timer);
                 }
             }
+            restored += event.add_all(host, &event_timers)?;
+            restored += processing.add_all(host, &processing_timers)?;
+            event_timers.clear();
+            processing_timers.clear();
         }
     }
     Ok(restored)

@@ -57,12 +57,12 @@ fn register<H: TimerHarness>(b: &mut H::Backend, s: &mut Service<H>, key: u64, t
     s.register_event_time_timer(b, &(ts - 10, ts), ts).unwrap();
 }
 
-/// Fires everything up to `wm`, returning (timestamp, key) in firing order.
 /// Timers queued: (event time, processing time).
 fn counts<H: TimerHarness>(s: &Service<H>) -> (usize, usize) {
     (s.event_timer_count(), s.processing_timer_count())
 }
 
+/// Fires everything up to `wm`, returning (timestamp, key) in firing order.
 fn fire<H: TimerHarness>(b: &mut H::Backend, s: &mut Service<H>, wm: i64) -> Vec<(i64, u64)> {
     let mut out = Vec::new();
     s.advance_watermark(b, wm, |b, _, t| {
@@ -159,6 +159,55 @@ pub fn service_deduplicates_and_deletes<H: TimerHarness>(h: &H) {
     let mut s2 = service(h, &mut fresh, Arc::new(ManualClock::new(0)));
     let err = s2.register_event_time_timer(&mut fresh, &(0, 1), 1).unwrap_err();
     assert!(matches!(err, StateError::NoCurrentKey));
+}
+
+/// Every queued timer is visited once with its key set as the current key, and the
+/// queues are left as they were (Flink's `forEachEventTimeTimer`).
+pub fn service_for_each_timer_visits_every_timer_with_its_key<H: TimerHarness>(h: &H) {
+    let (mut b, mut s, _) = setup(h, &BackendContext::single(MAX_P));
+    let mut expected = Vec::new();
+    for key in 0..50u64 {
+        for ts in [100 + key as i64, 500] {
+            register::<H>(&mut b, &mut s, key, ts);
+            expected.push((ts, key));
+        }
+        b.set_current_key(&key).unwrap();
+        s.register_processing_time_timer(&mut b, &(0, 0), 1000 + key as i64)
+            .unwrap();
+    }
+    b.set_current_key(&7).unwrap();
+    let mut seen = Vec::new();
+    s.for_each_event_time_timer(&mut b, |b, t| {
+        assert_eq!(b.current_key(), Some(&t.key), "the timer's key is the current key");
+        assert_eq!(t.namespace.1, t.timestamp);
+        seen.push((t.timestamp, t.key));
+        Ok(())
+    })
+    .unwrap();
+    seen.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(seen, expected);
+    let mut processing = 0;
+    s.for_each_processing_time_timer(&mut b, |b, t| {
+        assert_eq!(b.current_key(), Some(&t.key));
+        assert_eq!(t.timestamp, 1000 + t.key as i64);
+        processing += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(processing, 50);
+    assert_eq!(b.current_key(), Some(&7), "the current key from before is set again");
+    assert_eq!(counts::<H>(&s), (100, 50), "visiting removes nothing");
+    // The first error stops the visit.
+    let mut calls = 0;
+    let err = s
+        .for_each_event_time_timer(&mut b, |_, _| {
+            calls += 1;
+            Err(StateError::InvalidArgument("stop".into()))
+        })
+        .unwrap_err();
+    assert!(matches!(err, StateError::InvalidArgument(_)) && calls == 1);
+    assert_eq!(fire::<H>(&mut b, &mut s, 10_000).len(), 100);
 }
 
 /// Processing time comes from the injected clock; the next due time is queryable.
@@ -663,6 +712,7 @@ macro_rules! __timer_service_cases {
             service_fires_event_time_timers_in_order,
             service_timers_registered_while_firing,
             service_deduplicates_and_deletes,
+            service_for_each_timer_visits_every_timer_with_its_key,
             service_processing_time_with_injected_clock,
             service_snapshot_is_asynchronous_and_restores,
             service_restore_rescales,

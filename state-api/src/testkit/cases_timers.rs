@@ -72,6 +72,32 @@ pub fn timer_queue_deduplicates<F: TimerQueueFactory>(f: &F) {
     assert_eq!(drain(&mut h, &mut q).len(), 4);
 }
 
+/// A bulk add (a restore) is the same as adding one by one: duplicates and timers
+/// already queued are skipped and counted out, firing order and the head are right.
+pub fn timer_queue_add_all_is_one_by_one<F: TimerQueueFactory>(f: &F) {
+    let (mut h, mut q) = f.create(KeyGroupRange::all(128), 128);
+    assert!(q.add(&mut h, &t(50, 3, b"k", b"n")).unwrap());
+    let mut rng = SplitMix64(11);
+    let mut batch: Vec<TimerEntry> = (0..500)
+        .map(|i| {
+            t(
+                rng.below(1000) as i64 - 100,
+                rng.below(128) as u32,
+                &[(i % 7) as u8],
+                b"n",
+            )
+        })
+        .collect();
+    batch.push(t(50, 3, b"k", b"n")); // already queued
+    batch.push(batch[0].clone()); // twice in the batch
+    let distinct: BTreeSet<TimerEntry> = batch.iter().cloned().chain([t(50, 3, b"k", b"n")]).collect();
+    let added = q.add_all(&mut h, &batch).unwrap();
+    assert_eq!(added, distinct.len() - 1, "only timers not queued yet are counted");
+    assert_eq!(q.len(), distinct.len());
+    assert_eq!(q.peek(), distinct.first());
+    assert_eq!(drain(&mut h, &mut q), distinct.into_iter().collect::<Vec<_>>());
+}
+
 /// Removing a queued timer (the head or not) takes it out; removing an absent one is a no-op.
 pub fn timer_queue_removes<F: TimerQueueFactory>(f: &F) {
     let (mut h, mut q) = f.create(KeyGroupRange::all(128), 128);
@@ -192,6 +218,7 @@ macro_rules! __timer_queue_cases {
         $($callback)*! { $($prefix)*
             timer_queue_fires_in_documented_order,
             timer_queue_deduplicates,
+            timer_queue_add_all_is_one_by_one,
             timer_queue_removes,
             timer_queue_rejects_foreign_key_groups,
             timer_queue_with_many_key_groups,
