@@ -33,7 +33,8 @@ use crate::error::{Result, StateError};
 use crate::keygroup::{KeyGroupRange, key_group_range_for_operator};
 use crate::operator::DefaultOperatorStateBackend;
 use crate::snapshot::{
-    CheckpointStorage, IncrementalKeyedHandle, KeyedSnapshotHandle, OperatorSnapshotHandle, Redistribution,
+    CheckpointStorage, IncrementalKeyedHandle, KeyedSnapshotHandle, OperatorSnapshotHandle, OperatorStateInfo,
+    Redistribution,
 };
 use crate::ttl::SystemClock;
 
@@ -84,8 +85,9 @@ impl RestoreOptions {
 pub struct OperatorStatePartition {
     /// The old subtask's stream.
     pub handle: OperatorSnapshotHandle,
-    /// Per state name, the elements to take.
-    pub ranges: BTreeMap<String, std::ops::Range<u64>>,
+    /// Per state (its mode and name: list and broadcast states have separate name
+    /// spaces), the elements to take.
+    pub ranges: BTreeMap<(Redistribution, String), std::ops::Range<u64>>,
 }
 
 /// What one new subtask restores.
@@ -280,11 +282,12 @@ pub(crate) fn partition_operator_state(
     }
     let mut sorted: Vec<&OperatorSnapshotHandle> = handles.iter().collect();
     sorted.sort_by_key(|h| h.subtask_index);
-    // Per state: its mode and the total number of elements.
-    let mut states: BTreeMap<&str, (Redistribution, u64)> = BTreeMap::new();
+    // Per state (broadcast or list, name): its mode and the total number of elements.
+    let space = |info: &OperatorStateInfo| (info.mode == Redistribution::Broadcast, info.name.clone());
+    let mut states: BTreeMap<(bool, String), (Redistribution, u64)> = BTreeMap::new();
     for h in &sorted {
         for info in &h.states {
-            let entry = states.entry(info.name.as_str()).or_insert((info.mode, 0));
+            let entry = states.entry(space(info)).or_insert((info.mode, 0));
             if entry.0 != info.mode {
                 return Err(StateError::Corrupt {
                     source_name: h.stream.describe(),
@@ -297,14 +300,14 @@ pub(crate) fn partition_operator_state(
         }
     }
     let (p, i) = (u64::from(parallelism), u64::from(index));
-    let mut offsets: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut broadcast_taken: BTreeMap<&str, bool> = BTreeMap::new();
+    let mut offsets: BTreeMap<String, u64> = BTreeMap::new();
+    let mut broadcast_taken: BTreeMap<String, bool> = BTreeMap::new();
     let mut out = Vec::new();
     for h in sorted {
         let mut ranges = BTreeMap::new();
         for info in &h.states {
-            let name = info.name.as_str();
-            let (mode, total) = states[name];
+            let name = info.name.clone();
+            let (mode, total) = states[&space(info)];
             let take = match mode {
                 Redistribution::EvenSplit => {
                     let start = i * (total / p) + i.min(total % p);
@@ -324,7 +327,7 @@ pub(crate) fn partition_operator_state(
                 }
             };
             if let Some(r) = take {
-                ranges.insert(info.name.clone(), r);
+                ranges.insert((info.mode, info.name.clone()), r);
             }
         }
         if !ranges.is_empty() {

@@ -179,10 +179,31 @@ struct OpHeader {
     states: Vec<(OperatorStateInfo, String)>,
 }
 
+/// Operator states live in two name spaces, as in Flink: list (even-split and union)
+/// states, and broadcast states. A list `"x"` and a broadcast `"x"` are two states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Space {
+    List,
+    Broadcast,
+}
+
+impl Space {
+    fn of(mode: Redistribution) -> Space {
+        match mode {
+            Redistribution::EvenSplit | Redistribution::Union => Space::List,
+            Redistribution::Broadcast => Space::Broadcast,
+        }
+    }
+}
+
+/// A restored state being assembled: its mode, type and the elements taken, in
+/// old-subtask order.
+type Merged = (Redistribution, String, Vec<Vec<u8>>);
+
 /// The heap operator state backend every keyed backend pairs with.
 pub struct DefaultOperatorStateBackend {
     subtask_index: u32,
-    states: BTreeMap<String, OpState>,
+    states: BTreeMap<(Space, String), OpState>,
 }
 
 impl std::fmt::Debug for DefaultOperatorStateBackend {
@@ -288,12 +309,12 @@ impl DefaultOperatorStateBackend {
         subtask_index: u32,
         storage: &dyn CheckpointStorage,
     ) -> Result<Self> {
-        // name -> (mode, type, the elements taken, in old-subtask order)
-        let mut merged: BTreeMap<String, (Redistribution, String, Vec<Vec<u8>>)> = BTreeMap::new();
+        // (space, name) -> (mode, type, the elements taken, in old-subtask order)
+        let mut merged: BTreeMap<(Space, String), Merged> = BTreeMap::new();
         for part in partitions {
             let handle = &part.handle;
             for (info, type_name, elements) in read_stream(handle, storage)? {
-                let Some(range) = part.ranges.get(&info.name) else {
+                let Some(range) = part.ranges.get(&(info.mode, info.name.clone())) else {
                     continue;
                 };
                 let (start, end) = (
@@ -311,9 +332,10 @@ impl DefaultOperatorStateBackend {
                         source: None,
                     });
                 };
-                match merged.get_mut(&info.name) {
+                let key = (Space::of(info.mode), info.name.clone());
+                match merged.get_mut(&key) {
                     None => {
-                        merged.insert(info.name.clone(), (info.mode, type_name, taken.to_vec()));
+                        merged.insert(key, (info.mode, type_name, taken.to_vec()));
                     }
                     Some((mode, existing_type, all)) => {
                         if *mode != info.mode || *existing_type != type_name {
@@ -330,9 +352,9 @@ impl DefaultOperatorStateBackend {
             }
         }
         let mut backend = DefaultOperatorStateBackend::new(subtask_index);
-        for (name, (mode, type_name, mine)) in merged {
+        for (key, (mode, type_name, mine)) in merged {
             backend.states.insert(
-                name,
+                key,
                 OpState {
                     mode,
                     type_name,
@@ -354,7 +376,8 @@ impl DefaultOperatorStateBackend {
         encode: Encoder,
     ) -> Result<()> {
         crate::raw::check_state_name(name)?;
-        match self.states.get(name) {
+        let key = (Space::of(mode), name.to_string());
+        match self.states.get(&key) {
             Some(state) if state.mode != mode => Err(StateError::InvalidArgument(format!(
                 "operator state `{name}` is registered as {:?}, not {mode:?}",
                 state.mode
@@ -368,7 +391,7 @@ impl DefaultOperatorStateBackend {
             Some(_) => Ok(()),
             None => {
                 self.states.insert(
-                    name.to_string(),
+                    key,
                     OpState {
                         mode,
                         type_name,
@@ -380,10 +403,10 @@ impl DefaultOperatorStateBackend {
         }
     }
 
-    fn typed<T: 'static>(&mut self, name: &str) -> Result<&mut T> {
+    fn typed<T: 'static>(&mut self, space: Space, name: &str) -> Result<&mut T> {
         let state = self
             .states
-            .get_mut(name)
+            .get_mut(&(space, name.to_string()))
             .ok_or_else(|| StateError::UnknownState { name: name.into() })?;
         match &mut state.data {
             Data::Typed { value, .. } => value.downcast_mut::<T>().ok_or_else(|| type_confusion(name)),
@@ -399,7 +422,7 @@ impl DefaultOperatorStateBackend {
             data: Data::Raw(elements),
             type_name: existing,
             mode: m,
-        }) = self.states.get(name)
+        }) = self.states.get(&(Space::List, name.to_string()))
             && *existing == type_name
             && *m == mode
         {
@@ -408,7 +431,7 @@ impl DefaultOperatorStateBackend {
                 .map(|e| deserialize::<T>(e, name, "list element"))
                 .collect::<Result<Vec<T>>>()?;
             self.states.insert(
-                name.to_string(),
+                (Space::List, name.to_string()),
                 OpState {
                     mode,
                     type_name,
@@ -425,7 +448,7 @@ impl DefaultOperatorStateBackend {
         }
         self.register(name, mode, type_name, Box::new(Vec::<T>::new()), encode_list::<T>)?;
         // A registration of an existing typed state must be of the same type.
-        self.typed::<Vec<T>>(name)?;
+        self.typed::<Vec<T>>(Space::List, name)?;
         Ok(OperatorListHandle {
             name: name.into(),
             _p: PhantomData,
@@ -449,7 +472,7 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
             data: Data::Raw(elements),
             type_name: existing,
             ..
-        }) = self.states.get(name)
+        }) = self.states.get(&(Space::Broadcast, name.to_string()))
             && *existing == type_name
         {
             let mut map = HashMap::with_capacity(elements.len());
@@ -461,7 +484,7 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
                 );
             }
             self.states.insert(
-                name.to_string(),
+                (Space::Broadcast, name.to_string()),
                 OpState {
                     mode,
                     type_name,
@@ -483,7 +506,7 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
             Box::new(HashMap::<K, V>::new()),
             encode_map::<K, V>,
         )?;
-        self.typed::<HashMap<K, V>>(name)?;
+        self.typed::<HashMap<K, V>>(Space::Broadcast, name)?;
         Ok(BroadcastStateHandle {
             name: name.into(),
             _p: PhantomData,
@@ -491,16 +514,16 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
     }
 
     fn list_get<T: StateValue>(&mut self, handle: &OperatorListHandle<T>) -> Result<Vec<T>> {
-        Ok(self.typed::<Vec<T>>(&handle.name)?.clone())
+        Ok(self.typed::<Vec<T>>(Space::List, &handle.name)?.clone())
     }
 
     fn list_add<T: StateValue>(&mut self, handle: &OperatorListHandle<T>, value: T) -> Result<()> {
-        self.typed::<Vec<T>>(&handle.name)?.push(value);
+        self.typed::<Vec<T>>(Space::List, &handle.name)?.push(value);
         Ok(())
     }
 
     fn list_update<T: StateValue>(&mut self, handle: &OperatorListHandle<T>, values: Vec<T>) -> Result<()> {
-        *self.typed::<Vec<T>>(&handle.name)? = values;
+        *self.typed::<Vec<T>>(Space::List, &handle.name)? = values;
         Ok(())
     }
 
@@ -509,7 +532,10 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
         handle: &BroadcastStateHandle<K, V>,
         key: &K,
     ) -> Result<Option<V>> {
-        Ok(self.typed::<HashMap<K, V>>(&handle.name)?.get(key).cloned())
+        Ok(self
+            .typed::<HashMap<K, V>>(Space::Broadcast, &handle.name)?
+            .get(key)
+            .cloned())
     }
 
     fn broadcast_put<K: StateKey, V: StateValue>(
@@ -518,7 +544,8 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
         key: K,
         value: V,
     ) -> Result<()> {
-        self.typed::<HashMap<K, V>>(&handle.name)?.insert(key, value);
+        self.typed::<HashMap<K, V>>(Space::Broadcast, &handle.name)?
+            .insert(key, value);
         Ok(())
     }
 
@@ -527,7 +554,7 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
         handle: &BroadcastStateHandle<K, V>,
         key: &K,
     ) -> Result<()> {
-        self.typed::<HashMap<K, V>>(&handle.name)?.remove(key);
+        self.typed::<HashMap<K, V>>(Space::Broadcast, &handle.name)?.remove(key);
         Ok(())
     }
 
@@ -536,7 +563,7 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
         handle: &BroadcastStateHandle<K, V>,
     ) -> Result<Vec<(K, V)>> {
         Ok(self
-            .typed::<HashMap<K, V>>(&handle.name)?
+            .typed::<HashMap<K, V>>(Space::Broadcast, &handle.name)?
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
@@ -545,7 +572,7 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
     fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<OperatorSnapshotHandle>> {
         // Synchronous part: encode every state (operator state is small; Flink copies it too).
         let mut states = Vec::with_capacity(self.states.len());
-        for (name, state) in &self.states {
+        for ((_, name), state) in &self.states {
             let elements = match &state.data {
                 Data::Typed { value, encode } => encode(&**value, name)?,
                 Data::Raw(elements) => elements.clone(),

@@ -165,7 +165,7 @@ impl IncrementalKeyedHandle {
 }
 
 /// How operator list state is redistributed when restoring at another parallelism.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Redistribution {
     /// The elements of all old subtasks are split evenly among the new ones (Flink's `getListState`).
     EvenSplit,

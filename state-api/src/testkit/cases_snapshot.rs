@@ -414,6 +414,46 @@ fn operator_snapshots(lists: &[Vec<u64>], storage: &dyn CheckpointStorage) -> Ve
         .collect()
 }
 
+/// List and broadcast operator states have separate name spaces (as in Flink): a list
+/// `"x"` and a broadcast `"x"` coexist, snapshot and restore at any parallelism apart.
+pub fn operator_list_and_broadcast_states_have_separate_names<F: KeyedBackendFactory, S: TestStorage>(
+    _f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
+    let storage = new_storage();
+    let handles: Vec<OperatorSnapshotHandle> = (0..2u32)
+        .map(|i| {
+            let mut ops = DefaultOperatorStateBackend::new(i);
+            let list = ops.list_state::<u64>("x").unwrap();
+            let bcast = ops.broadcast_state::<String, u64>("x").unwrap();
+            ops.list(&list)
+                .add_all([u64::from(i) * 10, u64::from(i) * 10 + 1])
+                .unwrap();
+            ops.broadcast(&bcast).put("limit".into(), 7).unwrap();
+            assert_eq!(
+                ops.list(&list).get().unwrap().len(),
+                2,
+                "the broadcast `x` did not touch the list `x`"
+            );
+            // Within the list name space, even-split and union still conflict.
+            assert!(ops.union_list_state::<u64>("x").is_err());
+            ops.snapshot(1).unwrap().run(&storage).unwrap()
+        })
+        .collect();
+    for parallelism in [1u32, 3] {
+        let mut all = Vec::new();
+        for i in 0..parallelism {
+            let mut ops = DefaultOperatorStateBackend::restore(&handles, i, parallelism, &storage).unwrap();
+            let list = ops.list_state::<u64>("x").unwrap();
+            let bcast = ops.broadcast_state::<String, u64>("x").unwrap();
+            all.extend(ops.list(&list).get().unwrap());
+            assert_eq!(ops.broadcast(&bcast).entries().unwrap(), vec![("limit".to_string(), 7)]);
+        }
+        all.sort_unstable();
+        assert_eq!(all, vec![0, 1, 10, 11], "parallelism {parallelism}");
+    }
+}
+
 pub fn operator_list_even_split_on_rescale<F: KeyedBackendFactory, S: TestStorage>(
     _f: &F,
     new_storage: &dyn Fn() -> S,

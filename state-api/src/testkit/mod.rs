@@ -156,6 +156,7 @@ macro_rules! __keyed_conformance_cases {
             rescale_one_to_three_to_two,
             rescale_four_to_one,
             operator_list_even_split_on_rescale,
+            operator_list_and_broadcast_states_have_separate_names,
             operator_union_list_on_rescale,
             operator_broadcast_state_on_rescale,
             restore_with_incompatible_value_type_is_an_error,
