@@ -55,6 +55,7 @@
 
 mod assignment;
 mod backend;
+mod cancel;
 mod checkpoint;
 mod coordinator;
 mod descriptor;
@@ -76,6 +77,7 @@ pub mod testkit;
 
 pub use assignment::{JobAssignment, OperatorSpec, OperatorStatePartition, RestoreOptions, SubtaskAssignment};
 pub use backend::{BackendContext, KeyedBackendFactory, KeyedStateBackend};
+pub use cancel::CancelHandle;
 pub use checkpoint::{JobSnapshot, OperatorId, OperatorSnapshot, SubtaskSnapshot, SubtaskState};
 pub use coordinator::{
     AbortReason, AckOutcome, Acknowledgement, CheckpointCoordinator, CheckpointEvent, CheckpointMessage,

@@ -241,6 +241,14 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
             .collect()
     }
 
+    /// Deletes streams this storage wrote for a checkpoint that will never complete (a
+    /// cancelled asynchronous part). Inline streams need nothing; the default does
+    /// nothing.
+    fn discard(&self, handles: &[StreamHandle]) -> Result<()> {
+        let _ = handles;
+        Ok(())
+    }
+
     /// Downloads streams to local files, verifying the size (and, for files, the CRC32C).
     fn download_to_local(&self, files: &[(StreamHandle, PathBuf)]) -> Result<()> {
         for (handle, local) in files {
@@ -277,6 +285,7 @@ type SnapshotJob<H> = Box<dyn FnOnce(&dyn CheckpointStorage) -> Result<H> + Send
 pub struct AsyncSnapshot<H> {
     checkpoint_id: u64,
     job: SnapshotJob<H>,
+    cancel: crate::cancel::CancelHandle,
 }
 
 impl<H> AsyncSnapshot<H> {
@@ -285,7 +294,15 @@ impl<H> AsyncSnapshot<H> {
         AsyncSnapshot {
             checkpoint_id,
             job: Box::new(job),
+            cancel: crate::cancel::CancelHandle::default(),
         }
+    }
+
+    /// A handle that cancels this part, from any thread: it stops at its next write,
+    /// deletes what it wrote and [`run`](Self::run) returns
+    /// [`StateError::Cancelled`](crate::StateError::Cancelled).
+    pub fn cancel_handle(&self) -> crate::cancel::CancelHandle {
+        self.cancel.clone()
     }
 
     /// The checkpoint this snapshot belongs to.
@@ -293,9 +310,19 @@ impl<H> AsyncSnapshot<H> {
         self.checkpoint_id
     }
 
-    /// Writes the snapshot to `storage` and returns its handle.
+    /// Writes the snapshot to `storage` and returns its handle; if it was cancelled
+    /// (before or while running), deletes what it wrote and fails with
+    /// [`StateError::Cancelled`](crate::StateError::Cancelled).
     pub fn run(self, storage: &dyn CheckpointStorage) -> Result<H> {
-        (self.job)(storage)
+        let id = self.checkpoint_id;
+        self.cancel.check(id)?;
+        let guarded = crate::cancel::CancellableStorage::new(storage, id, self.cancel.clone());
+        let result = (self.job)(&guarded);
+        if self.cancel.is_cancelled() {
+            guarded.discard_written()?;
+            return Err(crate::cancel::cancelled(id));
+        }
+        result
     }
 }
 

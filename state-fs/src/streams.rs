@@ -119,6 +119,21 @@ impl CheckpointStorage for FsCheckpointStorage {
         self.download_files(&remote)
     }
 
+    /// Deletes the private files among `handles` (a cancelled part's); shared files
+    /// are left to the reference-counted cleanup, since another pending checkpoint may
+    /// name the same file.
+    fn discard(&self, handles: &[StreamHandle]) -> Result<()> {
+        for handle in handles {
+            if let StreamHandle::File { path, .. } = handle
+                && !path.starts_with(crate::layout::SHARED_DIR)
+            {
+                crate::layout::check_relative_path(path)?;
+                self.inner.store.delete(&self.full(path))?;
+            }
+        }
+        Ok(())
+    }
+
     fn create_output(&self, checkpoint_id: u64, name: &str) -> Result<Box<dyn CheckpointOutput>> {
         Ok(Box::new(FsOutput {
             storage: self.clone(),

@@ -145,6 +145,9 @@ impl CheckpointStorage for S3Storage {
     fn open_input(&self, handle: &StreamHandle) -> Result<Box<dyn CheckpointInput>> {
         self.storage.open_input(handle)
     }
+    fn discard(&self, handles: &[StreamHandle]) -> Result<()> {
+        self.storage.discard(handles)
+    }
 }
 
 impl TestStorage for S3Storage {

@@ -189,3 +189,35 @@ fn an_incremental_upload_completes_after_the_backend_is_dropped() {
         RocksDbKeyedStateBackend::<u64>::restore_incremental(&ctx_for(1, 0), config(), &[handle], &storage).unwrap();
     check(&mut restored, &model, 1, 0);
 }
+
+#[test]
+fn a_cancelled_incremental_part_uploads_nothing_and_the_next_one_completes() {
+    let root = tempfile::tempdir().unwrap();
+    let storage = FsCheckpointStorage::open(root.path().to_str().unwrap(), "job", FsOptions::default()).unwrap();
+    let mut b = RocksDbKeyedStateBackend::<u64>::new(&ctx_for(1, 0), RocksDbConfig::default()).unwrap();
+    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    for k in 0..KEYS {
+        b.set_current_key(&k).unwrap();
+        b.value(&v).update(k).unwrap();
+    }
+    let part = b.snapshot_incremental(1).unwrap();
+    part.cancel_handle().cancel();
+    let before = storage.bytes_written();
+    let err = part.run(&storage).unwrap_err();
+    assert_eq!(err.kind(), state_api::ErrorKind::Cancelled, "{err}");
+    assert_eq!(
+        storage.bytes_written(),
+        before,
+        "a part cancelled before it ran uploaded nothing"
+    );
+    b.notify_checkpoint_aborted(1);
+    // The next incremental checkpoint uploads everything and restores.
+    let h = b.snapshot_incremental(2).unwrap().run(&storage).unwrap();
+    assert!(storage.bytes_written() > before);
+    let mut r =
+        RocksDbKeyedStateBackend::<u64>::restore_incremental(&ctx_for(1, 0), RocksDbConfig::default(), &[h], &storage)
+            .unwrap();
+    let v = r.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    r.set_current_key(&7).unwrap();
+    assert_eq!(r.value(&v).get().unwrap(), Some(7));
+}

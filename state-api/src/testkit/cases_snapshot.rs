@@ -157,6 +157,105 @@ pub fn incremental_snapshot_is_offered_or_refused_as_unsupported<F: KeyedBackend
     assert_eq!(h.key_group_range, b.key_group_range());
 }
 
+/// Wraps a storage and cancels a part right after its first stream is finished.
+#[derive(Debug, Clone)]
+struct CancelAfterFirstStream<S> {
+    inner: S,
+    cancel: crate::CancelHandle,
+    finished: std::sync::Arc<std::sync::Mutex<Vec<StreamHandle>>>,
+}
+
+struct CancellingOutput {
+    inner: Box<dyn crate::snapshot::CheckpointOutput>,
+    cancel: crate::CancelHandle,
+    finished: std::sync::Arc<std::sync::Mutex<Vec<StreamHandle>>>,
+}
+
+impl std::io::Write for CancellingOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl crate::snapshot::CheckpointOutput for CancellingOutput {
+    fn finish(self: Box<Self>) -> crate::Result<StreamHandle> {
+        let handle = self.inner.finish()?;
+        self.finished.lock().unwrap().push(handle.clone());
+        self.cancel.cancel();
+        Ok(handle)
+    }
+}
+
+impl<S: TestStorage> CheckpointStorage for CancelAfterFirstStream<S> {
+    fn create_output(
+        &self,
+        checkpoint_id: u64,
+        name: &str,
+    ) -> crate::Result<Box<dyn crate::snapshot::CheckpointOutput>> {
+        Ok(Box::new(CancellingOutput {
+            inner: self.inner.create_output(checkpoint_id, name)?,
+            cancel: self.cancel.clone(),
+            finished: self.finished.clone(),
+        }))
+    }
+    fn open_input(&self, handle: &StreamHandle) -> crate::Result<Box<dyn crate::snapshot::CheckpointInput>> {
+        self.inner.open_input(handle)
+    }
+    fn discard(&self, handles: &[StreamHandle]) -> crate::Result<()> {
+        self.inner.discard(handles)
+    }
+}
+
+/// A cancelled asynchronous part stops, deletes the streams it finished and reports
+/// `Cancelled`; cancelled before it runs, it writes nothing; the backend goes on, and
+/// cancelling a part that already finished changes nothing.
+pub fn cancelling_a_snapshot_stops_it_and_deletes_what_it_wrote<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
+    let (mut b, _) = populated(f, 300);
+    let storage = new_storage();
+    let part = b.snapshot(1).unwrap();
+    part.cancel_handle().cancel();
+    let err = part.run(&storage).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Cancelled, "{err}");
+    // Cancelled while it runs, right after its first stream was finished.
+    let part = b.snapshot(2).unwrap();
+    let spy = CancelAfterFirstStream {
+        inner: storage.clone(),
+        cancel: part.cancel_handle(),
+        finished: Default::default(),
+    };
+    let err = part.run(&spy).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Cancelled, "{err}");
+    let finished = spy.finished.lock().unwrap().clone();
+    assert!(
+        !finished.is_empty(),
+        "the part finished no stream before it was cancelled"
+    );
+    for h in finished.iter().filter(|h| matches!(h, StreamHandle::File { .. })) {
+        assert!(storage.open_input(h).is_err(), "`{}` was not deleted", h.describe());
+    }
+    // The backend goes on: the next snapshot completes and restores.
+    let h = snap(&mut b, 3, &storage);
+    let mut r = restore_all::<F, u64>(f, &[h], &storage);
+    let s = AllStates::register(&mut r);
+    for k in 0..300 {
+        s.check(&mut r, k, 0);
+    }
+    // Cancelling a part that already finished changes nothing.
+    let part = b.snapshot(4).unwrap();
+    let late = part.cancel_handle();
+    let h4 = part.run(&storage).unwrap();
+    late.cancel();
+    assert!(late.is_cancelled());
+    let r4 = restore_all::<F, u64>(f, &[h4], &storage);
+    drop(r4);
+}
+
 fn mutate_everything<B: KeyedStateBackend<Key = u64>>(b: &mut B, s: &AllStates, keys: u64) {
     for k in 0..keys {
         b.set_current_key(&k).unwrap();

@@ -147,6 +147,7 @@ macro_rules! __keyed_conformance_cases {
             map_cursor_removes_and_updates_the_current_entry,
             snapshot_restore_round_trips_every_kind,
             incremental_snapshot_is_offered_or_refused_as_unsupported,
+            cancelling_a_snapshot_stops_it_and_deletes_what_it_wrote,
             snapshot_holds_state_as_of_sync_part,
             async_part_runs_on_another_thread_while_task_writes,
             async_part_completes_after_the_backend_is_dropped,

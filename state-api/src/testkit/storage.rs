@@ -156,4 +156,14 @@ impl CheckpointStorage for MemFiles {
             counter: Arc::clone(&self.inner.bytes_read),
         }))
     }
+
+    fn discard(&self, handles: &[StreamHandle]) -> Result<()> {
+        let mut files = self.files();
+        for handle in handles {
+            if let StreamHandle::File { path, .. } = handle {
+                files.remove(path);
+            }
+        }
+        Ok(())
+    }
 }

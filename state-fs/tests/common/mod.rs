@@ -123,6 +123,9 @@ impl CheckpointStorage for LocalFs {
     fn open_input(&self, handle: &StreamHandle) -> Result<Box<dyn CheckpointInput>> {
         self.storage.open_input(handle)
     }
+    fn discard(&self, handles: &[StreamHandle]) -> Result<()> {
+        self.storage.discard(handles)
+    }
 }
 
 impl TestStorage for LocalFs {
