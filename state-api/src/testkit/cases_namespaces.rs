@@ -268,3 +268,48 @@ pub fn map_cursor_removes_and_updates_the_current_entry<F: KeyedBackendFactory, 
     b.set_current_key(&4).unwrap();
     assert!(b.map(&m).entries().unwrap().is_empty());
 }
+
+/// Flink's `testReducingStateMergingOverThreeNamespaces`, with its values: per key,
+/// 33 and 55 in one namespace, 22 and 11 in a second, 44 in a third; merging the second
+/// and third into the first gives 165, and clearing leaves no entry.
+pub fn merging_reducing_state_gives_flinks_values<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
+    let mut b = fresh::<F, String>(f);
+    let r = b
+        .register(ReducingStateDescriptor::<u64>::new("r", |a, b| a + b).in_namespace::<TestWindow>())
+        .unwrap();
+    let l = b
+        .register(ListStateDescriptor::<u64>::new("l").in_namespace::<TestWindow>())
+        .unwrap();
+    let keys = ["abc", "def", "jkl", "mno"];
+    for key in keys {
+        b.set_current_key(&key.to_string()).unwrap();
+        for (ns, values) in [(w(0), vec![33u64, 55]), (w(10), vec![22, 11]), (w(20), vec![44])] {
+            for v in values {
+                b.reducing_in(&r, &ns).add(v).unwrap();
+                b.list_in(&l, &ns).add(v).unwrap();
+            }
+        }
+    }
+    for key in keys {
+        b.set_current_key(&key.to_string()).unwrap();
+        b.reducing_in(&r, &w(0)).merge_namespaces(&[w(10), w(20)]).unwrap();
+        b.list_in(&l, &w(0)).merge_namespaces(&[w(10), w(20)]).unwrap();
+        assert_eq!(b.reducing_in(&r, &w(0)).get().unwrap(), Some(165));
+        assert_eq!(b.list_in(&l, &w(0)).get().unwrap().iter().sum::<u64>(), 165);
+    }
+    assert_eq!(
+        b.count_entries(&r).unwrap(),
+        4,
+        "one entry per key, in the target namespace"
+    );
+    for key in keys {
+        b.set_current_key(&key.to_string()).unwrap();
+        b.reducing_in(&r, &w(0)).clear().unwrap();
+        b.list_in(&l, &w(0)).clear().unwrap();
+    }
+    assert_eq!(b.count_entries(&r).unwrap(), 0);
+    assert_eq!(b.count_entries(&l).unwrap(), 0);
+}
