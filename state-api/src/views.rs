@@ -355,18 +355,8 @@ impl<'a, B: KeyedStateBackend, T: StateValue, N: Namespace> ListView<'a, B, T, N
     /// their TTL timestamps; merging only empty sources creates nothing. The target list
     /// is not read: on RocksDB the elements are appended by the merge operator.
     pub fn merge_namespaces(&mut self, sources: &[N]) -> Result<()> {
-        let id = self.handle.id();
-        let backend = raw(self.backend);
-        for source in sources.iter().filter(|s| *s != self.ns) {
-            let items = backend.raw_list_read::<T, N, _>(id, source, |items| items.to_vec())?;
-            if let Some(items) = items {
-                if !items.is_empty() {
-                    backend.raw_list_append(id, self.ns, items)?;
-                }
-                backend.raw_clear(id, source)?;
-            }
-        }
-        Ok(())
+        let sources: Vec<N> = sources.iter().filter(|s| *s != self.ns).cloned().collect();
+        raw(self.backend).raw_list_merge::<T, N>(self.handle.id(), self.ns, &sources)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use rocksdb::{Direction, IteratorMode};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
 use state_api::raw::format::deserialize;
 use state_api::raw::{RawKeyedBackend, RawMapIter};
 use state_api::raw::{StateId, StateMeta, StateShape, TtlValue};
@@ -220,6 +220,45 @@ impl<K: StateKey> RawKeyedBackend for RocksDbKeyedStateBackend<K> {
         self.db
             .merge_cf_opt(cf, &self.keybuf, &buf, &self.write_opts)
             .map_err(|e| db_err("appending to a list", e))
+    }
+
+    /// Moves the encoded bytes: each source value is appended to the target as it is
+    /// stored (no decoding), by the merge operator (or, for TTL lists, which are kept
+    /// as full values, by one read and one put), and the sources deleted, in one batch.
+    fn raw_list_merge<E: StateValue, N: Namespace>(&mut self, id: StateId, target: &N, sources: &[N]) -> Result<()> {
+        let (st, cf) = state_and_cf!(self, id);
+        let mut target_key = Vec::new();
+        make_key(&mut target_key, &self.current, target, &st.meta.name)?;
+        let mut batch = WriteBatch::default();
+        let mut appended = Vec::new();
+        let mut source_key = Vec::new();
+        for source in sources {
+            make_key(&mut source_key, &self.current, source, &st.meta.name)?;
+            let bytes = self
+                .db
+                .get_pinned_cf(cf, &source_key)
+                .map_err(|e| db_err("merging lists", e))?;
+            if let Some(bytes) = bytes {
+                appended.extend_from_slice(&bytes);
+                batch.delete_cf(cf, &source_key);
+            }
+        }
+        if !appended.is_empty() {
+            if st.ttl.is_some() {
+                let existing = self
+                    .db
+                    .get_pinned_cf(cf, &target_key)
+                    .map_err(|e| db_err("merging lists", e))?;
+                let mut full = existing.map(|e| e.to_vec()).unwrap_or_default();
+                full.extend_from_slice(&appended);
+                batch.put_cf(cf, &target_key, &full);
+            } else {
+                batch.merge_cf(cf, &target_key, &appended);
+            }
+        }
+        self.db
+            .write_opt(batch, &self.write_opts)
+            .map_err(|e| db_err("merging lists", e))
     }
 
     fn raw_list_write<E: StateValue, N: Namespace>(

@@ -313,3 +313,27 @@ pub fn merging_reducing_state_gives_flinks_values<F: KeyedBackendFactory, S: Tes
     assert_eq!(b.count_entries(&r).unwrap(), 0);
     assert_eq!(b.count_entries(&l).unwrap(), 0);
 }
+
+/// Merging lists with TTL (stored as full values on RocksDB, not merge operands) keeps
+/// every live element, in order, and removes the sources.
+pub fn merging_lists_with_ttl_keeps_their_elements<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
+    let mut b = fresh::<F, u64>(f);
+    let ttl = crate::TtlConfig::new(std::time::Duration::from_secs(3600));
+    let l = b
+        .register(
+            ListStateDescriptor::<u32>::new("l")
+                .in_namespace::<TestWindow>()
+                .with_ttl(ttl),
+        )
+        .unwrap();
+    b.set_current_key(&9).unwrap();
+    b.list_in(&l, &w(0)).add(1).unwrap();
+    b.list_in(&l, &w(10)).add_all([2, 3]).unwrap();
+    b.list_in(&l, &w(20)).add(4).unwrap();
+    b.list_in(&l, &w(0)).merge_namespaces(&[w(10), w(20)]).unwrap();
+    assert_eq!(b.list_in(&l, &w(0)).get().unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(b.count_entries(&l).unwrap(), 1);
+}

@@ -141,6 +141,7 @@ macro_rules! __keyed_conformance_cases {
             merging_list_namespaces_appends_and_removes_the_sources,
             merging_only_empty_sources_creates_nothing,
             merging_reducing_state_gives_flinks_values,
+            merging_lists_with_ttl_keeps_their_elements,
             merging_reducing_and_aggregating_namespaces_combines_the_values,
             keys_and_namespaces_lists_every_pair_once,
             apply_to_all_keys_may_update_and_clear_the_visited_state,

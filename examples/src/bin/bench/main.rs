@@ -18,6 +18,7 @@ mod cluster;
 mod job;
 #[cfg(feature = "rocksdb")]
 mod memory;
+mod merge;
 mod nexmark;
 mod timers;
 
@@ -80,12 +81,15 @@ fn main() -> Result<()> {
         job::coordinator_rows(quick, &mut rows)?;
         job::rescale_rows(if quick { 20_000 } else { 1_000_000 }, &mut rows)?;
     }
+    if run("merge") {
+        merge::merge_rows(if quick { 200 } else { 20_000 }, &mut rows)?;
+    }
     if run("cluster") {
         cluster::cluster_rows(if quick { 8_000 } else { 400_000 }, &mut rows)?;
     }
     if rows.is_empty() {
         return Err(state_api::StateError::InvalidArgument(format!(
-            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job, cluster",
+            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job, merge, cluster",
             only.unwrap_or_default()
         )));
     }
