@@ -146,7 +146,7 @@ pub enum CheckpointMessage {
 }
 
 const MESSAGE_MAGIC: [u8; 8] = *b"\x89RSCKMSG";
-const MESSAGE_VERSION: u32 = 1;
+const MESSAGE_VERSION: u32 = 2;
 
 impl CheckpointMessage {
     /// Encodes the message (framed and checksummed).

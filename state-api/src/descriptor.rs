@@ -18,8 +18,13 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use crate::error::Result;
+use crate::migration::Migrations;
 use crate::raw::RawKeyedBackend;
+use crate::schema::Schema;
 use crate::state::{
     Namespace, StateId, StateKey, StateKind, StateMeta, StateValue, TtlMeta, VoidNamespace, type_name_of,
 };
@@ -51,20 +56,15 @@ pub trait RegisteredState {
 struct Common {
     meta: StateMeta,
     ttl: Option<TtlConfig>,
+    migrations: Migrations,
 }
 
 impl Common {
-    fn new<N: Namespace>(name: &str, kind: StateKind, value_type: String, user_key_type: Option<String>) -> Self {
+    fn new<V: StateValue>(name: &str, kind: StateKind, user_key: Option<(String, Schema)>) -> Self {
         Common {
-            meta: StateMeta {
-                name: name.to_string(),
-                kind,
-                namespace_type: type_name_of::<N>(),
-                user_key_type,
-                value_type,
-                ttl: None,
-            },
+            meta: StateMeta::of::<VoidNamespace, V>(name, kind, user_key),
             ttl: None,
+            migrations: Migrations::default(),
         }
     }
 
@@ -78,12 +78,13 @@ impl Common {
 
     fn in_namespace<N2: Namespace>(mut self) -> Self {
         self.meta.namespace_type = type_name_of::<N2>();
+        self.meta.namespace_schema = Schema::of::<N2>();
         self
     }
 }
 
 macro_rules! descriptor_common {
-    () => {
+    ($v:ident) => {
         /// The state name.
         pub fn name(&self) -> &str {
             &self.common.meta.name
@@ -95,17 +96,78 @@ macro_rules! descriptor_common {
             self
         }
 
-        /// Pins the value type's recorded name (by default `std::any::type_name`), so that a
-        /// renamed or moved type still restores from old snapshots. Restores check this name.
+        /// Pins the value type's recorded name (by default `std::any::type_name`). Restores
+        /// compare names only where a schema is known by name alone: snapshots of format
+        /// version 1, and types whose structure cannot be traced ([`Schema::Opaque`]).
         pub fn with_type_name(mut self, name: impl Into<String>) -> Self {
-            self.common.meta.value_type = name.into();
+            let name = name.into();
+            if let Schema::Opaque { type_name } = &mut self.common.meta.value_schema {
+                *type_name = name.clone();
+            }
+            self.common.meta.value_type = name;
             self
         }
 
         /// Pins the namespace type's recorded name (see [`Self::with_type_name`]).
         pub fn with_namespace_type_name(mut self, name: impl Into<String>) -> Self {
-            self.common.meta.namespace_type = name.into();
+            let name = name.into();
+            if let Schema::Opaque { type_name } = &mut self.common.meta.namespace_schema {
+                *type_name = name.clone();
+            }
+            self.common.meta.namespace_type = name;
             self
+        }
+
+        /// Declares the value type's schema instead of tracing it (for a type that cannot
+        /// be traced, or to manage compatibility by hand): typically
+        /// [`Schema::declared`]`("my.Type", version)`, with the version bumped whenever
+        /// the type's encoding changes and a [`Self::with_migration_from`] from the older one.
+        pub fn with_value_schema(mut self, schema: Schema) -> Self {
+            self.common.meta.value_schema = schema;
+            self
+        }
+
+        /// Declares the namespace type's schema (see [`Self::with_value_schema`]).
+        pub fn with_namespace_schema(mut self, schema: Schema) -> Self {
+            self.common.meta.namespace_schema = schema;
+            self
+        }
+
+        /// Converts values stored as `Old` (recognised by `Old`'s traced schema) into the
+        /// current type with `f` when a restored state is registered.
+        pub fn with_migration<Old: DeserializeOwned + 'static>(
+            mut self,
+            f: impl Fn(Old) -> $v + Send + Sync + 'static,
+        ) -> Self {
+            self.common.migrations.add(Schema::of::<Old>(), f);
+            self
+        }
+
+        /// As [`Self::with_migration`], for values stored with the schema `from` (a
+        /// declared schema of an older version, say), decoded as `Old`.
+        pub fn with_migration_from<Old: DeserializeOwned + 'static>(
+            mut self,
+            from: Schema,
+            f: impl Fn(Old) -> $v + Send + Sync + 'static,
+        ) -> Self {
+            self.common.migrations.add(from, f);
+            self
+        }
+
+        /// A step of a chain: converts values stored as `Old` into `Mid` with `f`, then
+        /// through the migration from `Mid` added before (an error at registration if
+        /// there is none).
+        pub fn with_migration_via<Old: DeserializeOwned + 'static, Mid: Serialize + DeserializeOwned + 'static>(
+            mut self,
+            f: impl Fn(Old) -> Mid + Send + Sync + 'static,
+        ) -> Self {
+            self.common.migrations.add_via(f);
+            self
+        }
+
+        /// The value type's migrations.
+        pub fn migrations(&self) -> &Migrations {
+            &self.common.migrations
         }
 
         /// The metadata a snapshot records for this state.
@@ -157,7 +219,7 @@ impl<T: StateValue> ValueStateDescriptor<T, VoidNamespace> {
     /// A value state called `name`.
     pub fn new(name: &str) -> Self {
         ValueStateDescriptor {
-            common: Common::new::<VoidNamespace>(name, StateKind::Value, type_name_of::<T>(), None),
+            common: Common::new::<T>(name, StateKind::Value, None),
             default: None,
             _ns: PhantomData,
         }
@@ -165,7 +227,7 @@ impl<T: StateValue> ValueStateDescriptor<T, VoidNamespace> {
 }
 
 impl<T: StateValue, N: Namespace> ValueStateDescriptor<T, N> {
-    descriptor_common!();
+    descriptor_common!(T);
 
     /// The value `get` returns when there is none.
     pub fn with_default(mut self, default: T) -> Self {
@@ -193,7 +255,11 @@ handle_common!(ValueStateHandle<T>, ValueStateDescriptor);
 impl<T: StateValue, N: Namespace> StateDescriptor for ValueStateDescriptor<T, N> {
     type Handle = ValueStateHandle<T, N>;
     fn register_in<B: RawKeyedBackend>(self, backend: &mut B) -> Result<Self::Handle> {
-        let id = backend.register_value::<T, N>(self.common.meta.clone(), self.common.ttl.clone())?;
+        let id = backend.register_value::<T, N>(
+            self.common.meta.clone(),
+            self.common.ttl.clone(),
+            &self.common.migrations,
+        )?;
         Ok(ValueStateHandle {
             id,
             desc: Arc::new(self),
@@ -213,14 +279,14 @@ impl<T: StateValue> ListStateDescriptor<T, VoidNamespace> {
     /// A list state called `name`.
     pub fn new(name: &str) -> Self {
         ListStateDescriptor {
-            common: Common::new::<VoidNamespace>(name, StateKind::List, type_name_of::<T>(), None),
+            common: Common::new::<T>(name, StateKind::List, None),
             _p: PhantomData,
         }
     }
 }
 
 impl<T: StateValue, N: Namespace> ListStateDescriptor<T, N> {
-    descriptor_common!();
+    descriptor_common!(T);
 
     /// The same state scoped to namespaces of type `N2`.
     pub fn in_namespace<N2: Namespace>(self) -> ListStateDescriptor<T, N2> {
@@ -236,7 +302,11 @@ handle_common!(ListStateHandle<T>, ListStateDescriptor);
 impl<T: StateValue, N: Namespace> StateDescriptor for ListStateDescriptor<T, N> {
     type Handle = ListStateHandle<T, N>;
     fn register_in<B: RawKeyedBackend>(self, backend: &mut B) -> Result<Self::Handle> {
-        let id = backend.register_list::<T, N>(self.common.meta.clone(), self.common.ttl.clone())?;
+        let id = backend.register_list::<T, N>(
+            self.common.meta.clone(),
+            self.common.ttl.clone(),
+            &self.common.migrations,
+        )?;
         Ok(ListStateHandle {
             id,
             desc: Arc::new(self),
@@ -259,23 +329,28 @@ impl<UK: StateKey, UV: StateValue> MapStateDescriptor<UK, UV, VoidNamespace> {
     /// A map state called `name`.
     pub fn new(name: &str) -> Self {
         MapStateDescriptor {
-            common: Common::new::<VoidNamespace>(
-                name,
-                StateKind::Map,
-                type_name_of::<UV>(),
-                Some(type_name_of::<UK>()),
-            ),
+            common: Common::new::<UV>(name, StateKind::Map, Some((type_name_of::<UK>(), Schema::of::<UK>()))),
             _p: PhantomData,
         }
     }
 }
 
 impl<UK: StateKey, UV: StateValue, N: Namespace> MapStateDescriptor<UK, UV, N> {
-    descriptor_common!();
+    descriptor_common!(UV);
 
     /// Pins the user key type's recorded name (see [`Self::with_type_name`]).
     pub fn with_user_key_type_name(mut self, name: impl Into<String>) -> Self {
-        self.common.meta.user_key_type = Some(name.into());
+        let name = name.into();
+        if let Some(Schema::Opaque { type_name }) = &mut self.common.meta.user_key_schema {
+            *type_name = name.clone();
+        }
+        self.common.meta.user_key_type = Some(name);
+        self
+    }
+
+    /// Declares the user key type's schema (see [`Self::with_value_schema`]).
+    pub fn with_user_key_schema(mut self, schema: Schema) -> Self {
+        self.common.meta.user_key_schema = Some(schema);
         self
     }
 
@@ -293,7 +368,11 @@ handle_common!(MapStateHandle<UK, UV>, MapStateDescriptor);
 impl<UK: StateKey, UV: StateValue, N: Namespace> StateDescriptor for MapStateDescriptor<UK, UV, N> {
     type Handle = MapStateHandle<UK, UV, N>;
     fn register_in<B: RawKeyedBackend>(self, backend: &mut B) -> Result<Self::Handle> {
-        let id = backend.register_map::<UK, UV, N>(self.common.meta.clone(), self.common.ttl.clone())?;
+        let id = backend.register_map::<UK, UV, N>(
+            self.common.meta.clone(),
+            self.common.ttl.clone(),
+            &self.common.migrations,
+        )?;
         Ok(MapStateHandle {
             id,
             desc: Arc::new(self),
@@ -317,7 +396,7 @@ impl<T: StateValue> ReducingStateDescriptor<T, VoidNamespace> {
     /// A reducing state called `name` with `reduce(accumulated, added)`.
     pub fn new(name: &str, reduce: impl Fn(&T, &T) -> T + Send + Sync + 'static) -> Self {
         ReducingStateDescriptor {
-            common: Common::new::<VoidNamespace>(name, StateKind::Reducing, type_name_of::<T>(), None),
+            common: Common::new::<T>(name, StateKind::Reducing, None),
             reduce: Arc::new(reduce),
             _ns: PhantomData,
         }
@@ -325,7 +404,7 @@ impl<T: StateValue> ReducingStateDescriptor<T, VoidNamespace> {
 }
 
 impl<T: StateValue, N: Namespace> ReducingStateDescriptor<T, N> {
-    descriptor_common!();
+    descriptor_common!(T);
 
     /// The reduce function.
     pub fn reduce_fn(&self) -> &ReduceFn<T> {
@@ -347,7 +426,11 @@ handle_common!(ReducingStateHandle<T>, ReducingStateDescriptor);
 impl<T: StateValue, N: Namespace> StateDescriptor for ReducingStateDescriptor<T, N> {
     type Handle = ReducingStateHandle<T, N>;
     fn register_in<B: RawKeyedBackend>(self, backend: &mut B) -> Result<Self::Handle> {
-        let id = backend.register_value::<T, N>(self.common.meta.clone(), self.common.ttl.clone())?;
+        let id = backend.register_value::<T, N>(
+            self.common.meta.clone(),
+            self.common.ttl.clone(),
+            &self.common.migrations,
+        )?;
         Ok(ReducingStateHandle {
             id,
             desc: Arc::new(self),
@@ -381,7 +464,7 @@ impl<IN: 'static, ACC: StateValue, OUT: 'static> AggregatingStateDescriptor<IN, 
     /// An aggregating state called `name` with `function`.
     pub fn new(name: &str, function: impl AggregateFunction<IN, ACC, OUT> + 'static) -> Self {
         AggregatingStateDescriptor {
-            common: Common::new::<VoidNamespace>(name, StateKind::Aggregating, type_name_of::<ACC>(), None),
+            common: Common::new::<ACC>(name, StateKind::Aggregating, None),
             function: Arc::new(function),
             _ns: PhantomData,
         }
@@ -389,7 +472,7 @@ impl<IN: 'static, ACC: StateValue, OUT: 'static> AggregatingStateDescriptor<IN, 
 }
 
 impl<IN: 'static, ACC: StateValue, OUT: 'static, N: Namespace> AggregatingStateDescriptor<IN, ACC, OUT, N> {
-    descriptor_common!();
+    descriptor_common!(ACC);
 
     /// The aggregate function.
     pub fn function(&self) -> &dyn AggregateFunction<IN, ACC, OUT> {
@@ -413,7 +496,11 @@ impl<IN: 'static, ACC: StateValue, OUT: 'static, N: Namespace> StateDescriptor
 {
     type Handle = AggregatingStateHandle<IN, ACC, OUT, N>;
     fn register_in<B: RawKeyedBackend>(self, backend: &mut B) -> Result<Self::Handle> {
-        let id = backend.register_value::<ACC, N>(self.common.meta.clone(), self.common.ttl.clone())?;
+        let id = backend.register_value::<ACC, N>(
+            self.common.meta.clone(),
+            self.common.ttl.clone(),
+            &self.common.migrations,
+        )?;
         Ok(AggregatingStateHandle {
             id,
             desc: Arc::new(self),

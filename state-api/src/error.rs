@@ -80,6 +80,23 @@ pub enum StateError {
         /// The type that was asked for.
         requested: String,
     },
+    /// A restored state's stored values do not read as the registered type: its schema
+    /// changed and no migration of the descriptor starts from the stored schema.
+    #[error(
+        "state `{name}`: the {role} schema changed from {existing} to {requested}; the stored values \
+         cannot be read as the new type (register a migration from the old type with the descriptor's \
+         `with_migration`, or keep the old type)"
+    )]
+    IncompatibleSchema {
+        /// The state name (or `<key>` for the backend's key type).
+        name: String,
+        /// Which type: key, namespace, value, user key.
+        role: &'static str,
+        /// The stored schema, readable.
+        existing: String,
+        /// The requested type's schema, readable.
+        requested: String,
+    },
     /// A state was registered again (or restored) with a different TTL setting.
     #[error("state `{name}`: TTL was {existing} in the snapshot but is {requested} in the descriptor")]
     IncompatibleTtl {
@@ -346,7 +363,10 @@ impl StateError {
         use StateError as E;
         match self {
             E::UnknownState { .. } | E::NoRestorableCheckpoint { .. } => ErrorKind::NotFound,
-            E::KindMismatch { .. } | E::IncompatibleType { .. } | E::IncompatibleTtl { .. } => ErrorKind::Incompatible,
+            E::KindMismatch { .. }
+            | E::IncompatibleType { .. }
+            | E::IncompatibleSchema { .. }
+            | E::IncompatibleTtl { .. } => ErrorKind::Incompatible,
             E::UnsupportedVersion { .. } => ErrorKind::Incompatible,
             E::NoCurrentKey | E::KeyGroupOutOfRange { .. } | E::InvalidArgument(_) | E::Memory { .. } => {
                 ErrorKind::InvalidArgument

@@ -13,6 +13,8 @@
 //! - Snapshots: [`AsyncSnapshot`] (the asynchronous part), [`CheckpointStorage`]
 //!   (where bytes go), [`KeyedSnapshotHandle`] / [`OperatorSnapshotHandle`] (what was
 //!   written), and the canonical savepoint format ([`raw::format`]).
+//! - Schemas: every state records the structural [`Schema`] of its types; a restore
+//!   accepts a changed type only as is or through a descriptor's [`Migration`]s.
 //! - Timers: [`TimerService`] (what operators call) and [`TimerQueue`] (what timer
 //!   storages implement), implemented in `state-timers`.
 //! - Jobs: [`JobSnapshot`] (every operator's subtasks' handles), the
@@ -57,14 +59,19 @@ mod assignment;
 mod backend;
 mod cancel;
 mod checkpoint;
+mod compatibility;
 mod coordinator;
 mod descriptor;
 mod error;
 pub mod keygroup;
+mod migration;
 mod operator;
 mod operator_views;
 pub mod process;
 pub mod raw;
+mod schema;
+mod schema_encoding;
+mod schema_trace;
 pub(crate) use raw::{format, framing};
 mod snapshot;
 mod state;
@@ -90,8 +97,10 @@ pub use descriptor::{
 };
 pub use error::{BoxError, ErrorKind, Result, StateError};
 pub use keygroup::KeyGroupRange;
+pub use migration::{Migration, Migrations};
 pub use operator::{BroadcastStateHandle, DefaultOperatorStateBackend, OperatorListHandle, OperatorStateBackend};
 pub use operator_views::{BroadcastView, OperatorListView};
+pub use schema::{Field, Schema, SchemaTraceError, Variant, VariantShape};
 pub use snapshot::{
     AsyncSnapshot, CheckpointInput, CheckpointOutput, CheckpointStorage, IncrementalKeyedHandle, KeyedSnapshotHandle,
     OperatorSnapshotHandle, OperatorStateInfo, Redistribution, SharedFile, SnapshotFile, StreamHandle,

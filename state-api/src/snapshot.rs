@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::error::StateError;
 use crate::keygroup::KeyGroupRange;
+use crate::schema::Schema;
 use crate::state::StateMeta;
 
 /// Where the bytes of one written stream are.
@@ -144,6 +145,8 @@ pub struct IncrementalKeyedHandle {
     pub max_parallelism: u32,
     /// Type name of the key.
     pub key_type: String,
+    /// Schema of the key.
+    pub key_schema: Schema,
     /// Every state in the snapshot.
     pub states: Vec<StateMeta>,
     /// Data files (shared between checkpoints).

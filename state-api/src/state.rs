@@ -7,6 +7,8 @@ use std::hash::Hash;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::schema::Schema;
+
 /// A value that can live in state: serde-serializable (postcard is the canonical
 /// encoding), cloneable and shareable with the asynchronous snapshot thread.
 pub trait StateValue: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
@@ -74,7 +76,7 @@ pub struct TtlMeta {
 }
 
 /// What a snapshot records about a keyed state: enough to refuse a restore with
-/// incompatible types instead of decoding garbage.
+/// incompatible types instead of decoding garbage, and to pick a migration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateMeta {
     /// The state name, unique per backend.
@@ -89,47 +91,32 @@ pub struct StateMeta {
     pub value_type: String,
     /// TTL, when the state has one: timestamps are then stored with every value.
     pub ttl: Option<TtlMeta>,
+    /// Schema of the namespace.
+    pub namespace_schema: Schema,
+    /// Schema of the user key (map state only).
+    pub user_key_schema: Option<Schema>,
+    /// Schema of the value (as [`Self::value_type`]).
+    pub value_schema: Schema,
 }
 
 impl StateMeta {
-    /// Checks that `requested` (from a descriptor) can read state recorded as `self`.
-    pub fn check_compatible(&self, requested: &StateMeta) -> crate::Result<()> {
-        use crate::StateError;
-        if self.kind != requested.kind {
-            return Err(StateError::KindMismatch {
-                name: self.name.clone(),
-                existing: self.kind,
-                requested: requested.kind,
-            });
+    /// Metadata of a state whose types are named and traced from `N`, `V` and `UK`.
+    pub fn of<N: Namespace, V: StateValue>(name: &str, kind: StateKind, user_key: Option<(String, Schema)>) -> Self {
+        let (user_key_type, user_key_schema) = match user_key {
+            Some((t, s)) => (Some(t), Some(s)),
+            None => (None, None),
+        };
+        StateMeta {
+            name: name.to_string(),
+            kind,
+            namespace_type: type_name_of::<N>(),
+            user_key_type,
+            value_type: type_name_of::<V>(),
+            ttl: None,
+            namespace_schema: Schema::of::<N>(),
+            user_key_schema,
+            value_schema: Schema::of::<V>(),
         }
-        let pairs = [
-            ("namespace", Some(&self.namespace_type), Some(&requested.namespace_type)),
-            (
-                "user key",
-                self.user_key_type.as_ref(),
-                requested.user_key_type.as_ref(),
-            ),
-            ("value", Some(&self.value_type), Some(&requested.value_type)),
-        ];
-        for (role, existing, wanted) in pairs {
-            if existing != wanted {
-                return Err(StateError::IncompatibleType {
-                    name: self.name.clone(),
-                    role,
-                    existing: existing.cloned().unwrap_or_default(),
-                    requested: wanted.cloned().unwrap_or_default(),
-                });
-            }
-        }
-        let on_off = |t: &Option<TtlMeta>| if t.is_some() { "enabled" } else { "disabled" };
-        if self.ttl.is_some() != requested.ttl.is_some() {
-            return Err(StateError::IncompatibleTtl {
-                name: self.name.clone(),
-                existing: on_off(&self.ttl),
-                requested: on_off(&requested.ttl),
-            });
-        }
-        Ok(())
     }
 }
 

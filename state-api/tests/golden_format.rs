@@ -2,20 +2,37 @@
 //! bytes of a fixed snapshot are committed; writing the same content must reproduce
 //! them exactly, and reading them must give the same entries, forever.
 //!
-//! Regenerate (only for a deliberate new format version):
+//! Version 1 (before schemas) is committed as `keyed-v1.bin` and must keep reading, with
+//! every type known by name; version 2 is `keyed-v2.bin`. Regenerate the newest (only
+//! for a deliberate new format version, after committing a fixture of the old one):
 //! `STATE_GOLDEN_REGENERATE=1 cargo test -p state-api --test golden_format`
 
 use state_api::raw::format::{
     KeyedStreamReader, KeyedStreamWriter, RawEntry, SectionBuilder, SnapshotHeader, put_i64, put_serialized, put_varint,
 };
 use state_api::raw::{StateMeta, TtlMeta};
-use state_api::{KeyGroupRange, StateKind};
+use state_api::{KeyGroupRange, Schema, StateKind};
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keyed-v1.bin");
+const FIXTURE_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keyed-v1.bin");
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keyed-v2.bin");
+
+/// The header as version 1 recorded it: every schema is the type's name.
+fn header_v1() -> SnapshotHeader {
+    let mut h = header();
+    let by_name = |name: &str| Schema::Opaque { type_name: name.into() };
+    h.key_schema = by_name(&h.key_type);
+    for s in &mut h.states {
+        s.namespace_schema = by_name(&s.namespace_type);
+        s.value_schema = by_name(&s.value_type);
+        s.user_key_schema = s.user_key_type.as_deref().map(by_name);
+    }
+    h
+}
 
 fn header() -> SnapshotHeader {
     SnapshotHeader {
         key_type: "alloc::string::String".into(),
+        key_schema: Schema::Str,
         max_parallelism: 128,
         key_group_range: KeyGroupRange::new(94, 98),
         checkpoint_id: 7,
@@ -27,6 +44,9 @@ fn header() -> SnapshotHeader {
                 user_key_type: None,
                 value_type: "u64".into(),
                 ttl: None,
+                namespace_schema: Schema::UnitStruct,
+                user_key_schema: None,
+                value_schema: Schema::U64,
             },
             StateMeta {
                 name: "recent".into(),
@@ -35,6 +55,9 @@ fn header() -> SnapshotHeader {
                 user_key_type: None,
                 value_type: "alloc::string::String".into(),
                 ttl: Some(TtlMeta { ttl_millis: 60_000 }),
+                namespace_schema: Schema::UnitStruct,
+                user_key_schema: None,
+                value_schema: Schema::Str,
             },
             StateMeta {
                 name: "bids".into(),
@@ -43,6 +66,9 @@ fn header() -> SnapshotHeader {
                 user_key_type: Some("u32".into()),
                 value_type: "u64".into(),
                 ttl: None,
+                namespace_schema: Schema::I64,
+                user_key_schema: Some(Schema::U32),
+                value_schema: Schema::U64,
             },
         ],
     }
@@ -109,15 +135,22 @@ fn writing_reproduces_the_committed_bytes() {
         "the canonical format changed: that needs a new format version"
     );
     assert_eq!(&golden[..8], b"\x89RSTATE\n");
-    assert_eq!(&golden[8..12], &1u32.to_be_bytes());
+    assert_eq!(&golden[8..12], &2u32.to_be_bytes());
     assert_eq!(&golden[golden.len() - 8..], b"RSTATEND");
 }
 
 #[test]
 fn reading_the_committed_bytes_gives_the_entries() {
-    let golden = std::fs::read(FIXTURE).expect("fixture is committed");
-    let mut r = KeyedStreamReader::open(Box::new(std::io::Cursor::new(golden)), "keyed-v1.bin").unwrap();
-    assert_eq!(r.header(), &header());
+    for (path, expected) in [(FIXTURE, header()), (FIXTURE_V1, header_v1())] {
+        read_fixture(path, &expected);
+    }
+}
+
+/// Version 1 and 2 hold the same entries; only the header differs.
+fn read_fixture(path: &str, expected: &SnapshotHeader) {
+    let golden = std::fs::read(path).expect("fixture is committed");
+    let mut r = KeyedStreamReader::open(Box::new(std::io::Cursor::new(golden)), path).unwrap();
+    assert_eq!(r.header(), expected);
     assert_eq!(r.key_group_offsets().len(), 5);
     for (kg, key) in [(94u32, "🦀 crab"), (96, "alice"), (98, "bob")] {
         let key_bytes = postcard::to_stdvec(key).unwrap();

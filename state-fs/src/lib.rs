@@ -26,6 +26,7 @@ mod fs_backend;
 pub mod layout;
 pub mod lease;
 mod metadata;
+mod metadata_v2;
 mod options;
 pub mod store;
 mod streams;

@@ -4,9 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+
+use crate::metadata_v2::MetadataV2;
 pub use state_api::SharedFile;
 use state_api::keygroup::{DEFAULT_LOWER_BOUND_MAX_PARALLELISM, key_group_range_for_operator};
 use state_api::raw::framing::{decode_body, frame, unframe};
+use state_api::raw::legacy::IncrementalKeyedHandleV1;
 use state_api::{
     IncrementalKeyedHandle, JobSnapshot, KeyedSnapshotHandle, OperatorId, OperatorSnapshotHandle, Result, StateError,
     StreamHandle, SubtaskState,
@@ -14,9 +17,10 @@ use state_api::{
 
 const MAGIC: [u8; 8] = *b"\x89RSMETA\n";
 const REGISTRY_MAGIC: [u8; 8] = *b"\x89RSSREG\n";
-/// The `_metadata` version written: 2 (operators, subtasks). Version 1 (flat lists of
-/// one operator's handles) is still read.
-const VERSION: u32 = 2;
+/// The `_metadata` version written: 3 (state metadata with schemas). Version 2
+/// (operators, subtasks; no schemas) and version 1 (flat lists of one operator's
+/// handles) are still read.
+const VERSION: u32 = 3;
 const REGISTRY_VERSION: u32 = 1;
 
 /// The operator id that the state of a version-1 `_metadata` (one operator, no ids) is
@@ -58,7 +62,7 @@ struct MetadataV1 {
     kind: SnapshotKind,
     timestamp_millis: i64,
     keyed: Vec<KeyedSnapshotHandle>,
-    incremental: Vec<IncrementalKeyedHandle>,
+    incremental: Vec<IncrementalKeyedHandleV1>,
     operator: Vec<OperatorSnapshotHandle>,
     timers: Vec<KeyedSnapshotHandle>,
     #[allow(dead_code)]
@@ -71,6 +75,7 @@ impl MetadataV1 {
     /// key-group ranges (and operator-state subtask indexes), the max parallelism is the
     /// incremental handles' or the end of the key-group ranges.
     fn upgrade(self, name: &str) -> Result<CheckpointMetadata> {
+        let incremental: Vec<IncrementalKeyedHandle> = self.incremental.into_iter().map(Into::into).collect();
         let corrupt = |detail: String| StateError::Corrupt {
             source_name: name.to_string(),
             section: "checkpoint metadata (version 1)".into(),
@@ -82,12 +87,12 @@ impl MetadataV1 {
             .iter()
             .chain(&self.timers)
             .map(|h| h.key_group_range)
-            .chain(self.incremental.iter().map(|h| h.key_group_range))
+            .chain(incremental.iter().map(|h| h.key_group_range))
             .filter(|r| !r.is_empty());
         let mut ranges: Vec<_> = keyed_ranges.collect();
         ranges.sort_by_key(|r| (r.start(), r.end()));
         ranges.dedup();
-        let max_parallelism = match self.incremental.first() {
+        let max_parallelism = match incremental.first() {
             Some(h) => h.max_parallelism,
             None => ranges
                 .iter()
@@ -109,8 +114,7 @@ impl MetadataV1 {
                     .filter(|h| mine(&h.key_group_range))
                     .cloned()
                     .collect(),
-                incremental: self
-                    .incremental
+                incremental: incremental
                     .iter()
                     .filter(|h| mine(&h.key_group_range))
                     .cloned()
@@ -129,7 +133,7 @@ impl MetadataV1 {
             .iter()
             .map(|s| s.keyed.len() + s.incremental.len() + s.operator.len() + s.timers.len())
             .sum();
-        if placed != self.keyed.len() + self.incremental.len() + self.operator.len() + self.timers.len() {
+        if placed != self.keyed.len() + incremental.len() + self.operator.len() + self.timers.len() {
             return Err(corrupt(format!(
                 "its handles do not fit {parallelism} subtask(s) of max parallelism {max_parallelism}"
             )));
@@ -217,12 +221,12 @@ impl CheckpointMetadata {
         self.snapshot.state_size()
     }
 
-    /// Encodes (version 2): magic, version, length, postcard body, CRC32C.
+    /// Encodes (version 3): magic, version, length, postcard body, CRC32C.
     pub fn encode(&self) -> Result<Vec<u8>> {
         frame(&MAGIC, VERSION, self, "checkpoint metadata")
     }
 
-    /// Decodes and verifies version 1 or 2; `name` names the file in errors. The
+    /// Decodes and verifies version 1, 2 or 3; `name` names the file in errors. The
     /// operators are validated: an operator or subtask twice, a subtask index not below
     /// the parallelism, handles outside a subtask's key groups are
     /// [`StateError::InvalidCheckpoint`] errors naming them.
@@ -230,6 +234,8 @@ impl CheckpointMetadata {
         let (version, body) = unframe(&MAGIC, VERSION, bytes, name, "checkpoint metadata")?;
         let meta = if version == 1 {
             decode_body::<MetadataV1>(body, name, "checkpoint metadata")?.upgrade(name)?
+        } else if version == 2 {
+            decode_body::<MetadataV2>(body, name, "checkpoint metadata")?.into()
         } else {
             decode_body::<CheckpointMetadata>(body, name, "checkpoint metadata")?
         };
@@ -308,6 +314,7 @@ mod tests {
                 key_group_range: state_api::KeyGroupRange::new(0, 63),
                 max_parallelism: 128,
                 key_type: "u64".into(),
+                key_schema: state_api::Schema::U64,
                 states: Vec::new(),
                 shared_files: vec![state_api::SnapshotFile {
                     local_name: "000001.sst".into(),

@@ -265,10 +265,11 @@ fn a_version_1_checkpoint_restores_at_another_parallelism() {
     assert_eq!(offsets, vec![0, 1, 2, 100, 101, 102]);
 }
 
-/// The version-2 encoding of a fixed metadata is byte-for-byte the committed fixture
-/// (`UPDATE_GOLDEN=1` rewrites it after a deliberate format change).
+/// The version-3 encoding of a fixed metadata is byte-for-byte the committed fixture
+/// (`UPDATE_GOLDEN=1` rewrites it after a deliberate format change), and the version-2
+/// fixture of the same metadata (written before schemas) still decodes to it.
 #[test]
-fn version_2_metadata_is_byte_stable() {
+fn version_3_metadata_is_byte_stable_and_version_2_still_reads() {
     let op = |s: &str| OperatorId::new(s).unwrap();
     let mut meta = CheckpointMetadata::new("golden-job", 42, SnapshotKind::Checkpoint);
     meta.timestamp_millis = 1_764_547_200_000;
@@ -301,16 +302,51 @@ fn version_2_metadata_is_byte_stable() {
         .unwrap();
     meta.snapshot.engine.insert("offsets".into(), vec![0, 1, 2, 3]);
     let bytes = meta.encode().unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metadata-v2.bin");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let path = fixtures.join("metadata-v3.bin");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &bytes).unwrap();
     }
     let golden = std::fs::read(&path).unwrap();
     assert_eq!(
         bytes, golden,
-        "the v2 encoding changed: bump the version and keep reading this one"
+        "the v3 encoding changed: bump the version and keep reading this one"
     );
+    assert_eq!(&golden[8..12], &3u32.to_be_bytes());
     assert_eq!(CheckpointMetadata::decode(&golden, "golden").unwrap(), meta);
+    let v2 = std::fs::read(fixtures.join("metadata-v2.bin")).unwrap();
+    assert_eq!(&v2[8..12], &2u32.to_be_bytes());
+    assert_eq!(CheckpointMetadata::decode(&v2, "metadata-v2.bin").unwrap(), meta);
+}
+
+/// A version-2 `_metadata` with a RocksDB incremental handle (committed, written before
+/// schemas existed) decodes with every type known by name, as it was written.
+#[test]
+fn version_2_incremental_handles_get_name_only_schemas() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metadata-v2-incremental.bin");
+    let meta = CheckpointMetadata::decode(&std::fs::read(path).unwrap(), "metadata-v2-incremental.bin").unwrap();
+    let counts = meta.snapshot.operator("counts").unwrap();
+    let inc = &counts.subtasks[0].state.incremental[0];
+    assert_eq!(
+        inc.key_schema,
+        state_api::Schema::Opaque {
+            type_name: "u64".into()
+        }
+    );
+    assert_eq!(inc.shared_files[0].local_name, "000009.sst");
+    let count = &inc.states[0];
+    assert_eq!((count.name.as_str(), count.value_type.as_str()), ("count", "u64"));
+    assert_eq!(
+        count.value_schema,
+        state_api::Schema::Opaque {
+            type_name: "u64".into()
+        }
+    );
+    // Name-only schemas compare by name: the same types read as is, others do not.
+    let now = state_api::ValueStateDescriptor::<u64>::new("count");
+    count.check_compatible(now.meta()).unwrap();
+    let other = state_api::ValueStateDescriptor::<i64>::new("count");
+    assert!(count.check_compatible(other.meta()).is_err());
 }
 
 /// Metadata that decodes but does not describe a valid job is a typed error naming the

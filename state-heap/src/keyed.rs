@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use state_api::raw::format::{decode_block, open_for_restore};
 use state_api::raw::type_name_of;
+use state_api::raw::{Resolution, migrate_block};
 use state_api::raw::{StateId, StateMeta, check_state_name};
 use state_api::{
-    BackendContext, CheckpointStorage, Clock, KeyGroupRange, KeyedBackendFactory, KeyedSnapshotHandle, Namespace,
-    Result, StateError, StateKey, TtlConfig,
+    BackendContext, CheckpointStorage, Clock, KeyGroupRange, KeyedBackendFactory, KeyedSnapshotHandle, Migrations,
+    Namespace, Result, Schema, StateError, StateKey, TtlConfig,
 };
 
 use state_memory::{HeapAccounting, MemoryError, SlotMemory};
@@ -79,6 +80,7 @@ pub struct HeapKeyedStateBackend<K: StateKey> {
     pub(crate) max_parallelism: u32,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) key_type: String,
+    pub(crate) key_schema: Schema,
     pub(crate) current: Option<CurrentKey<K>>,
     pub(crate) states: Vec<HeapState<K>>,
     pub(crate) by_name: HashMap<String, StateId>,
@@ -134,6 +136,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             max_parallelism: ctx.max_parallelism,
             clock: Arc::clone(&ctx.clock),
             key_type: type_name_of::<K>(),
+            key_schema: Schema::of::<K>(),
             current: None,
             states: Vec::new(),
             by_name: HashMap::new(),
@@ -240,8 +243,13 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         let mut backend = Self::new(ctx)?;
         let range = backend.range;
         for handle in handles {
-            let Some((mut reader, mine)) =
-                open_for_restore(handle, storage, &backend.key_type, backend.max_parallelism, range)?
+            let Some((mut reader, mine)) = open_for_restore(
+                handle,
+                storage,
+                (&backend.key_type, &backend.key_schema),
+                backend.max_parallelism,
+                range,
+            )?
             else {
                 continue;
             };
@@ -292,6 +300,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         &mut self,
         meta: StateMeta,
         ttl: Option<TtlConfig>,
+        migrations: &Migrations,
     ) -> Result<StateId> {
         check_state_name(&meta.name)?;
         if let Some(&id) = self.by_name.get(&meta.name) {
@@ -310,15 +319,34 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         let mut table = Table::<K, N, S>::new(self.range.len() as usize);
         let mut raw_bytes = 0;
         if let Some(restored) = self.restored.get(&meta.name) {
-            // Checked before anything is taken out, so a failed registration loses nothing.
-            restored.meta.check_compatible(&meta)?;
+            // Resolved before anything is taken out, so a failed registration loses nothing.
+            let resolution = restored.meta.resolve(&meta, migrations)?;
+            let mut migrated = 0u64;
             for (i, block) in restored.blocks.iter().enumerate() {
                 if let Some(b) = block {
                     let kg = self.range.start() + i as u32;
-                    let entries = decode_block(&b.raw, &restored.meta, b.count, &b.source, kg)?;
+                    let converted;
+                    let raw = match resolution {
+                        Resolution::AsIs => &b.raw[..],
+                        Resolution::Migrate(m) => {
+                            converted = migrate_block(&b.raw, &restored.meta, b.count, &b.source, kg, m)?;
+                            migrated += b.count;
+                            &converted[..]
+                        }
+                    };
+                    let entries = decode_block(raw, &restored.meta, b.count, &b.source, kg)?;
                     table.load(i, &entries, &restored.meta)?;
                     raw_bytes += b.raw.len() as u64;
                 }
+            }
+            if let Resolution::Migrate(m) = resolution {
+                tracing::info!(
+                    state = %meta.name,
+                    from = %m.from_schema(),
+                    to = %meta.value_schema,
+                    entries = migrated,
+                    "migrated restored state to the registered type"
+                );
             }
         }
         if self.memory.is_some() {

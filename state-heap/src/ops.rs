@@ -5,8 +5,8 @@ use state_api::raw::format::{SnapshotHeader, write_keyed_stream};
 use state_api::raw::{RawKeyedBackend, RawMapIter};
 use state_api::raw::{StateId, StateMeta, TtlValue};
 use state_api::{
-    AsyncSnapshot, Clock, KeyGroupRange, KeyedSnapshotHandle, Namespace, Result, StateError, StateKey, StateValue,
-    TtlConfig,
+    AsyncSnapshot, Clock, KeyGroupRange, KeyedSnapshotHandle, Migrations, Namespace, Result, StateError, StateKey,
+    StateValue, TtlConfig,
 };
 
 use crate::table::{KeyNs, PinnedTable, Stored, key_ns_estimate, map_entry_estimate};
@@ -51,24 +51,27 @@ impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
         &mut self,
         meta: StateMeta,
         ttl: Option<TtlConfig>,
+        migrations: &Migrations,
     ) -> Result<StateId> {
-        self.register_shape::<N, TtlValue<V>>(meta, ttl)
+        self.register_shape::<N, TtlValue<V>>(meta, ttl, migrations)
     }
 
     fn register_list<E: StateValue, N: Namespace>(
         &mut self,
         meta: StateMeta,
         ttl: Option<TtlConfig>,
+        migrations: &Migrations,
     ) -> Result<StateId> {
-        self.register_shape::<N, Vec<TtlValue<E>>>(meta, ttl)
+        self.register_shape::<N, Vec<TtlValue<E>>>(meta, ttl, migrations)
     }
 
     fn register_map<UK: StateKey, UV: StateValue, N: Namespace>(
         &mut self,
         meta: StateMeta,
         ttl: Option<TtlConfig>,
+        migrations: &Migrations,
     ) -> Result<StateId> {
-        self.register_shape::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(meta, ttl)
+        self.register_shape::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(meta, ttl, migrations)
     }
 
     fn raw_value_read<V: StateValue, N: Namespace, R>(
@@ -339,6 +342,7 @@ impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
             .collect();
         let header = SnapshotHeader {
             key_type: self.key_type.clone(),
+            key_schema: self.key_schema.clone(),
             max_parallelism: self.max_parallelism,
             key_group_range: self.range,
             checkpoint_id,

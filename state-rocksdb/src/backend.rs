@@ -8,7 +8,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteOptions};
 use state_api::raw::type_name_of;
 use state_api::raw::{StateId, StateMeta};
 use state_api::{
-    BackendContext, CheckpointStorage, Clock, KeyGroupRange, KeyedBackendFactory, KeyedSnapshotHandle, Result,
+    BackendContext, CheckpointStorage, Clock, KeyGroupRange, KeyedBackendFactory, KeyedSnapshotHandle, Result, Schema,
     SnapshotFile, StateError, StateKey, StreamHandle, TtlConfig,
 };
 
@@ -66,6 +66,7 @@ pub struct RocksDbKeyedStateBackend<K: StateKey> {
     pub(crate) prefix_len: usize,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) key_type: String,
+    pub(crate) key_schema: Schema,
     pub(crate) current: Option<Current<K>>,
     pub(crate) states: Vec<RState>,
     pub(crate) by_name: HashMap<String, StateId>,
@@ -148,6 +149,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             prefix_len: key_group_prefix_len(ctx.max_parallelism),
             clock,
             key_type: type_name_of::<K>(),
+            key_schema: Schema::of::<K>(),
             current: None,
             states: Vec::new(),
             by_name: HashMap::new(),

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{MergeOperands, Options};
-use state_api::raw::{StateId, StateMeta, StateShape, check_state_name};
-use state_api::{Clock, Namespace, Result, StateKey, TtlConfig};
+use state_api::raw::{Resolution, StateId, StateMeta, StateShape, check_state_name};
+use state_api::{Clock, Migrations, Namespace, Result, StateKey, TtlConfig};
 
 use crate::backend::{RState, RocksDbKeyedStateBackend};
 use crate::instance::db_err;
@@ -93,18 +93,35 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         Ok(())
     }
 
-    pub(crate) fn register_shape<N: Namespace>(&mut self, meta: StateMeta, ttl: Option<TtlConfig>) -> Result<StateId> {
+    pub(crate) fn register_shape<N: Namespace>(
+        &mut self,
+        meta: StateMeta,
+        ttl: Option<TtlConfig>,
+        migrations: &Migrations,
+    ) -> Result<StateId> {
         check_state_name(&meta.name)?;
         if let Some(&id) = self.by_name.get(&meta.name) {
             self.states[id.0 as usize].meta.check_compatible(&meta)?;
             return Ok(id);
         }
-        if let Some(restored) = self.restored.get(&meta.name) {
-            restored.check_compatible(&meta)?;
-        }
+        // Resolved before anything changes, so a refused registration loses nothing.
+        let resolution = match self.restored.get(&meta.name) {
+            Some(restored) => Some(restored.resolve(&meta, migrations)?),
+            None => None,
+        };
         self.ensure_cf(&meta, ttl.clone())?;
-        if self.restored.contains_key(&meta.name) {
+        if let Some(resolution) = resolution {
             self.materialize(&meta)?;
+            if let Resolution::Migrate(m) = resolution {
+                let values = self.migrate_column_family(&meta, m)?;
+                tracing::info!(
+                    state = %meta.name,
+                    from = %m.from_schema(),
+                    to = %meta.value_schema,
+                    values,
+                    "migrated restored state to the registered type"
+                );
+            }
         }
         self.restored.remove(&meta.name);
         let id = StateId(self.states.len() as u32);

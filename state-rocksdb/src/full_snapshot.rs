@@ -55,6 +55,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             clock: Arc::clone(&self.clock),
             header: SnapshotHeader {
                 key_type: self.key_type.clone(),
+                key_schema: self.key_schema.clone(),
                 max_parallelism: self.max_parallelism,
                 key_group_range: self.range,
                 checkpoint_id,

@@ -8,9 +8,10 @@ use std::sync::atomic::Ordering;
 
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, WriteBatch};
+use state_api::raw::{check_key, type_name_of};
 use state_api::{
-    AsyncSnapshot, BackendContext, CheckpointStorage, IncrementalKeyedHandle, KeyGroupRange, Result, SnapshotFile,
-    StateError, StateKey, StreamHandle,
+    AsyncSnapshot, BackendContext, CheckpointStorage, IncrementalKeyedHandle, KeyGroupRange, Result, Schema,
+    SnapshotFile, StateError, StateKey, StreamHandle,
 };
 
 use crate::backend::RocksDbKeyedStateBackend;
@@ -46,6 +47,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             key_group_range: range,
             max_parallelism,
             key_type: self.key_type.clone(),
+            key_schema: self.key_schema.clone(),
             states: self.all_metas(),
             shared_files: Vec::new(),
             private_files: Vec::new(),
@@ -102,14 +104,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             .filter(|h| !h.key_group_range.intersection(&range).is_empty())
             .collect();
         for h in &relevant {
-            if h.key_type != std::any::type_name::<K>() {
-                return Err(StateError::IncompatibleType {
-                    name: "<key>".into(),
-                    role: "key",
-                    existing: h.key_type.clone(),
-                    requested: std::any::type_name::<K>().to_string(),
-                });
-            }
+            check_key((&h.key_type, &h.key_schema), (&type_name_of::<K>(), &Schema::of::<K>()))?;
             if h.max_parallelism != ctx.max_parallelism {
                 return Err(StateError::InvalidArgument(format!(
                     "incremental checkpoint {} has max parallelism {}, this backend {}",

@@ -17,6 +17,7 @@ mod full_snapshot;
 mod incremental;
 mod instance;
 pub mod layout;
+mod migrate;
 mod ops;
 mod options;
 mod restore;

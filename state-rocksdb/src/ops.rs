@@ -8,8 +8,8 @@ use state_api::raw::format::deserialize;
 use state_api::raw::{RawKeyedBackend, RawMapIter};
 use state_api::raw::{StateId, StateMeta, StateShape, TtlValue};
 use state_api::{
-    AsyncSnapshot, Clock, KeyGroupRange, KeyedSnapshotHandle, Namespace, Result, StateError, StateKey, StateValue,
-    TtlConfig,
+    AsyncSnapshot, Clock, KeyGroupRange, KeyedSnapshotHandle, Migrations, Namespace, Result, StateError, StateKey,
+    StateValue, TtlConfig,
 };
 
 use crate::backend::{Current, RState, RocksDbKeyedStateBackend, unknown};
@@ -127,24 +127,27 @@ impl<K: StateKey> RawKeyedBackend for RocksDbKeyedStateBackend<K> {
         &mut self,
         meta: StateMeta,
         ttl: Option<TtlConfig>,
+        migrations: &Migrations,
     ) -> Result<StateId> {
-        self.register_shape::<N>(meta, ttl)
+        self.register_shape::<N>(meta, ttl, migrations)
     }
 
     fn register_list<E: StateValue, N: Namespace>(
         &mut self,
         meta: StateMeta,
         ttl: Option<TtlConfig>,
+        migrations: &Migrations,
     ) -> Result<StateId> {
-        self.register_shape::<N>(meta, ttl)
+        self.register_shape::<N>(meta, ttl, migrations)
     }
 
     fn register_map<UK: StateKey, UV: StateValue, N: Namespace>(
         &mut self,
         meta: StateMeta,
         ttl: Option<TtlConfig>,
+        migrations: &Migrations,
     ) -> Result<StateId> {
-        self.register_shape::<N>(meta, ttl)
+        self.register_shape::<N>(meta, ttl, migrations)
     }
 
     fn raw_value_read<V: StateValue, N: Namespace, R>(

@@ -106,7 +106,13 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     ) -> Result<Self> {
         let mut b = Self::new(ctx, config)?;
         for handle in handles {
-            let Some((mut reader, mine)) = open_for_restore(handle, storage, &b.key_type, b.max_parallelism, b.range)?
+            let Some((mut reader, mine)) = open_for_restore(
+                handle,
+                storage,
+                (&b.key_type, &b.key_schema),
+                b.max_parallelism,
+                b.range,
+            )?
             else {
                 continue;
             };

@@ -158,7 +158,10 @@ fn incremental_restore_rescales_up_and_down() {
         &storage,
     )
     .unwrap_err();
-    assert!(matches!(err, StateError::IncompatibleType { role: "key", .. }), "{err}");
+    assert!(
+        matches!(err, StateError::IncompatibleSchema { role: "key", .. }),
+        "{err}"
+    );
 }
 
 /// The asynchronous part of an incremental checkpoint uploads from a RocksDB checkpoint

@@ -7,7 +7,7 @@ use state_api::raw::format::SnapshotHeader;
 use state_api::raw::type_name_of;
 use state_api::{
     AsyncSnapshot, CheckpointStorage, Clock, KeyGroupRange, KeyedSnapshotHandle, KeyedStateBackend, Namespace, Result,
-    StateError, StateKey, Timer, TimerEntry, TimerQueue, TimerQueueInfo, TimerService,
+    Schema, StateError, StateKey, Timer, TimerEntry, TimerQueue, TimerQueueInfo, TimerService,
 };
 
 use crate::snapshot::{EVENT_TIME, PROCESSING_TIME, PinnedQueues, timer_meta};
@@ -66,7 +66,9 @@ pub struct InternalTimerService<K, N, Q> {
     max_parallelism: u32,
     range: KeyGroupRange,
     key_type: String,
+    key_schema: Schema,
     namespace_type: String,
+    namespace_schema: Schema,
     _types: PhantomData<fn() -> (K, N)>,
 }
 
@@ -114,7 +116,9 @@ impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {
             max_parallelism,
             range,
             key_type: type_name_of::<K>(),
+            key_schema: Schema::of::<K>(),
             namespace_type: type_name_of::<N>(),
+            namespace_schema: Schema::of::<N>(),
             _types: PhantomData,
         })
     }
@@ -320,12 +324,13 @@ impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {
         let queues = vec![self.event.pin(backend)?, self.processing.pin(backend)?];
         let header = SnapshotHeader {
             key_type: self.key_type.clone(),
+            key_schema: self.key_schema.clone(),
             max_parallelism: self.max_parallelism,
             key_group_range: self.range,
             checkpoint_id,
             states: vec![
-                timer_meta(EVENT_TIME, &self.namespace_type),
-                timer_meta(PROCESSING_TIME, &self.namespace_type),
+                timer_meta(EVENT_TIME, (&self.namespace_type, &self.namespace_schema)),
+                timer_meta(PROCESSING_TIME, (&self.namespace_type, &self.namespace_schema)),
             ],
         };
         let pinned = PinnedQueues { header, queues };
@@ -349,8 +354,8 @@ impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {
         crate::snapshot::restore(
             handles,
             storage,
-            &self.key_type,
-            &self.namespace_type,
+            (&self.key_type, &self.key_schema),
+            (&self.namespace_type, &self.namespace_schema),
             self.max_parallelism,
             self.range,
             backend,

@@ -7,8 +7,8 @@
 use state_api::raw::StateMeta;
 use state_api::raw::format::{RawEntry, SnapshotHeader, open_for_restore, put_bytes, write_keyed_stream};
 use state_api::{
-    CheckpointStorage, KeyGroupRange, KeyedSnapshotHandle, PinnedTimers, Result, StateError, StateKind, TimerEntry,
-    TimerQueue,
+    CheckpointStorage, KeyGroupRange, KeyedSnapshotHandle, PinnedTimers, Result, Schema, StateError, StateKind,
+    TimerEntry, TimerQueue,
 };
 
 /// Name of the event-time queue's pseudo-state.
@@ -18,14 +18,18 @@ pub const PROCESSING_TIME: &str = "_timers/processing_time";
 const TIMESTAMP_TYPE: &str = "timer timestamp (i64, big-endian)";
 
 /// The pseudo-state metadata of a timer queue.
-pub(crate) fn timer_meta(name: &str, namespace_type: &str) -> StateMeta {
+pub(crate) fn timer_meta(name: &str, namespace: (&str, &Schema)) -> StateMeta {
     StateMeta {
         name: name.to_string(),
         kind: StateKind::Value,
-        namespace_type: namespace_type.to_string(),
+        namespace_type: namespace.0.to_string(),
         user_key_type: None,
         value_type: TIMESTAMP_TYPE.to_string(),
         ttl: None,
+        namespace_schema: namespace.1.clone(),
+        user_key_schema: None,
+        // Not postcard: eight big-endian bytes, declared.
+        value_schema: Schema::declared(TIMESTAMP_TYPE, 1),
     }
 }
 
@@ -54,14 +58,14 @@ pub(crate) fn write(pinned: PinnedQueues, storage: &dyn CheckpointStorage) -> Re
 }
 
 /// Adds the timers of `handles` in the key groups of `range` to the queues (event time
-/// first, processing time second). Types are checked against `key_type` and
-/// `namespace_type`; a stream that is not a timer snapshot is refused.
+/// first, processing time second). Types are checked against `key` and `namespace`
+/// (name and schema); a stream that is not a timer snapshot is refused.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn restore<H: ?Sized, Q: TimerQueue<H>>(
     handles: &[KeyedSnapshotHandle],
     storage: &dyn CheckpointStorage,
-    key_type: &str,
-    namespace_type: &str,
+    key: (&str, &Schema),
+    namespace: (&str, &Schema),
     max_parallelism: u32,
     range: KeyGroupRange,
     host: &mut H,
@@ -72,14 +76,14 @@ pub(crate) fn restore<H: ?Sized, Q: TimerQueue<H>>(
     // Per handle and key group, the timers of each queue, added in bulk.
     let (mut event_timers, mut processing_timers) = (Vec::new(), Vec::new());
     for handle in handles {
-        let Some((mut reader, mine)) = open_for_restore(handle, storage, key_type, max_parallelism, range)? else {
+        let Some((mut reader, mine)) = open_for_restore(handle, storage, key, max_parallelism, range)? else {
             continue;
         };
         let name = reader.name().to_string();
         let states = reader.header().states.clone();
         for expected in [EVENT_TIME, PROCESSING_TIME] {
             match states.iter().find(|m| m.name == expected) {
-                Some(meta) => meta.check_compatible(&timer_meta(expected, namespace_type))?,
+                Some(meta) => meta.check_compatible(&timer_meta(expected, namespace))?,
                 None => {
                     return Err(StateError::Corrupt {
                         source_name: name.clone(),

@@ -349,7 +349,7 @@ pub fn service_restore_checks_types<H: TimerHarness>(h: &H) {
     let err = wrong
         .restore(&mut b2, std::slice::from_ref(&handle), &storage)
         .unwrap_err();
-    assert!(matches!(err, StateError::IncompatibleType { .. }), "{err}");
+    assert!(matches!(err, StateError::IncompatibleSchema { .. }), "{err}");
     // A keyed-state snapshot is not a timer snapshot.
     let state_handle = b.snapshot(2).unwrap().run(&storage).unwrap();
     let (mut b3, mut s3, _) = setup(h, &BackendContext::single(MAX_P));

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StateError};
 use crate::keygroup::KeyGroupRange;
+use crate::schema::Schema;
 use crate::snapshot::CheckpointInput;
 use crate::state::{StateMeta, StateShape};
 
@@ -35,8 +36,10 @@ use crate::state::{StateMeta, StateShape};
 pub const MAGIC: [u8; 8] = *b"\x89RSTATE\n";
 /// Magic bytes closing a keyed snapshot stream.
 pub const END_MAGIC: [u8; 8] = *b"RSTATEND";
-/// The format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes and the newest it reads. Version 2 added the
+/// schemas of the key and of every state's types to the header; version 1 headers are
+/// read with [`Schema::Opaque`] schemas (type names), see [`super::legacy`].
+pub const FORMAT_VERSION: u32 = 2;
 const TRAILER_LEN: u64 = 8 + 4 + 8;
 
 /// The header of a keyed snapshot stream.
@@ -44,6 +47,8 @@ const TRAILER_LEN: u64 = 8 + 4 + 8;
 pub struct SnapshotHeader {
     /// Type name of the backend's key.
     pub key_type: String,
+    /// Schema of the backend's key.
+    pub key_schema: Schema,
     /// The job's max parallelism.
     pub max_parallelism: u32,
     /// The key groups the stream holds.
@@ -265,14 +270,14 @@ pub fn write_keyed_stream(
 }
 
 /// Opens a handle's stream for a restore into a backend that owns `range`, with key type
-/// `key_type` and `max_parallelism`: checks that the snapshot was written with the same
-/// key type and max parallelism and that the stream holds what its handle says. Returns
+/// `key` (name and schema) and `max_parallelism`: checks that the snapshot's keys read as
+/// the key type, that it was written with the same max parallelism and that the stream holds what its handle says. Returns
 /// `None` when the handle holds none of `range`'s key groups (nothing is read), else the
 /// reader and the key groups to read. Every backend's restore goes through this.
 pub fn open_for_restore(
     handle: &crate::KeyedSnapshotHandle,
     storage: &dyn crate::CheckpointStorage,
-    key_type: &str,
+    key: (&str, &Schema),
     max_parallelism: u32,
     range: KeyGroupRange,
 ) -> Result<Option<(KeyedStreamReader, KeyGroupRange)>> {
@@ -283,14 +288,7 @@ pub fn open_for_restore(
     let name = handle.stream.describe();
     let reader = KeyedStreamReader::open(storage.open_input(&handle.stream)?, &name)?;
     let header = reader.header();
-    if header.key_type != key_type {
-        return Err(StateError::IncompatibleType {
-            name: "<key>".into(),
-            role: "key",
-            existing: header.key_type.clone(),
-            requested: key_type.to_string(),
-        });
-    }
+    crate::compatibility::check_key((&header.key_type, &header.key_schema), key)?;
     if header.max_parallelism != max_parallelism {
         return Err(StateError::InvalidArgument(format!(
             "`{name}` was written with max parallelism {}, but this backend has {max_parallelism}; \
@@ -394,8 +392,12 @@ impl KeyedStreamReader {
         if crc32c::crc32c(&header_bytes) != u32::from_be_bytes(word) {
             return Err(corrupt(name, "header", "checksum mismatch"));
         }
-        let header: SnapshotHeader = postcard::from_bytes(&header_bytes)
-            .map_err(|e| corrupt(name, "header", format!("does not decode: {e}")).with_source(e))?;
+        let decoded = if version == 1 {
+            postcard::from_bytes::<super::legacy::SnapshotHeaderV1>(&header_bytes).map(Into::into)
+        } else {
+            postcard::from_bytes::<SnapshotHeader>(&header_bytes)
+        };
+        let header = decoded.map_err(|e| corrupt(name, "header", format!("does not decode: {e}")).with_source(e))?;
         let header_end = 20 + header_len;
 
         // Trailer and index.

@@ -18,16 +18,22 @@
 
 use crate::error::Result;
 use crate::keygroup::KeyGroupRange;
+use crate::migration::Migrations;
 use crate::snapshot::{AsyncSnapshot, IncrementalKeyedHandle, KeyedSnapshotHandle};
 use crate::state::{Namespace, StateKey, StateValue};
 use crate::ttl::{Clock, TtlConfig};
 
 pub mod format;
 pub mod framing;
+pub mod legacy;
+mod migrate;
 
 pub use crate::checkpoint::check_identifier;
+pub use crate::compatibility::{Resolution, check_key, reads_as};
+pub use crate::schema_encoding::MAX_DEPTH as SCHEMA_MAX_DEPTH;
 pub use crate::state::{StateId, StateMeta, StateShape, TtlMeta, TtlValue, type_name_of};
 pub use crate::timer::{decode_timestamp, encode_timestamp};
+pub use migrate::migrate_block;
 
 /// A boxed iterator over map entries, as backends return them.
 pub type RawMapIter<'a, UK, UV> = Box<dyn Iterator<Item = Result<(UK, TtlValue<UV>)>> + 'a>;
@@ -57,22 +63,30 @@ pub trait RawKeyedBackend: Send + Sized + std::fmt::Debug {
 
     /// Registers (or looks up) a state stored as one value per key and namespace
     /// (value, reducing and aggregating state).
+    ///
+    /// A state restored from a snapshot is resolved against `meta` with
+    /// [`StateMeta::resolve`]: as is, or after converting every stored value with the one
+    /// of `migrations` that starts from the stored schema (then `meta` is what the next
+    /// snapshot records), or an error that changes nothing.
     fn register_value<V: StateValue, N: Namespace>(
         &mut self,
         meta: StateMeta,
         ttl: Option<TtlConfig>,
+        migrations: &Migrations,
     ) -> Result<StateId>;
     /// Registers (or looks up) a list state.
     fn register_list<E: StateValue, N: Namespace>(
         &mut self,
         meta: StateMeta,
         ttl: Option<TtlConfig>,
+        migrations: &Migrations,
     ) -> Result<StateId>;
     /// Registers (or looks up) a map state.
     fn register_map<UK: StateKey, UV: StateValue, N: Namespace>(
         &mut self,
         meta: StateMeta,
         ttl: Option<TtlConfig>,
+        migrations: &Migrations,
     ) -> Result<StateId>;
 
     /// Reads the value for the current key and `ns`, passing it to `f`.

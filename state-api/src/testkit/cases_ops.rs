@@ -420,14 +420,14 @@ pub fn registering_with_another_type_is_an_error<F: KeyedBackendFactory, S: Test
     b.register(ValueStateDescriptor::<u64>::new("s")).unwrap();
     let err = b.register(ValueStateDescriptor::<String>::new("s")).unwrap_err();
     assert!(
-        matches!(err, StateError::IncompatibleType { role: "value", .. }),
+        matches!(err, StateError::IncompatibleSchema { role: "value", .. }),
         "{err}"
     );
     let err = b
         .register(ValueStateDescriptor::<u64>::new("s").in_namespace::<TestWindow>())
         .unwrap_err();
     assert!(
-        matches!(err, StateError::IncompatibleType { role: "namespace", .. }),
+        matches!(err, StateError::IncompatibleSchema { role: "namespace", .. }),
         "{err}"
     );
     let err = b.register(ValueStateDescriptor::<u64>::new("")).unwrap_err();

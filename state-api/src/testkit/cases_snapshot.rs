@@ -624,7 +624,7 @@ pub fn restore_with_incompatible_value_type_is_an_error<F: KeyedBackendFactory, 
     let mut r = restore_all::<F, u64>(f, &[h], &storage);
     let err = r.register(ValueStateDescriptor::<String>::new("value")).unwrap_err();
     assert!(
-        matches!(err, StateError::IncompatibleType { role: "value", .. }),
+        matches!(err, StateError::IncompatibleSchema { role: "value", .. }),
         "{err}"
     );
     let err = r.register(ListStateDescriptor::<u64>::new("value")).unwrap_err();
@@ -646,7 +646,10 @@ pub fn restore_with_incompatible_key_type_is_an_error<F: KeyedBackendFactory, S:
     let storage = new_storage();
     let h = snap(&mut b, 1, &storage);
     let err = f.restore::<String>(&ctx_all().0, &[h], &storage).unwrap_err();
-    assert!(matches!(err, StateError::IncompatibleType { role: "key", .. }), "{err}");
+    assert!(
+        matches!(err, StateError::IncompatibleSchema { role: "key", .. }),
+        "{err}"
+    );
 }
 
 fn file_of(h: &KeyedSnapshotHandle) -> String {

@@ -17,6 +17,7 @@
 
 mod cases_namespaces;
 mod cases_ops;
+mod cases_schema;
 mod cases_snapshot;
 mod cases_timers;
 mod cases_ttl;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cases_namespaces::*;
 pub use cases_ops::*;
+pub use cases_schema::*;
 pub use cases_snapshot::*;
 pub use cases_timers::*;
 pub use cases_ttl::*;
@@ -170,6 +172,12 @@ macro_rules! __keyed_conformance_cases {
             large_values_round_trip,
             model_random_operations_with_snapshots,
             savepoint_restores_on_same_backend_kind,
+            changed_value_types_without_migration_are_refused_at_registration,
+            renamed_types_and_appended_variants_restore_as_is,
+            migrations_convert_values_and_next_snapshot_has_new_type,
+            migration_chains_and_declared_schemas,
+            changed_key_namespace_and_user_key_types_are_refused,
+            format_v1_snapshot_restores_by_type_name,
         }
     };
 }
@@ -215,6 +223,7 @@ mod list_tests {
         let sources = [
             include_str!("cases_namespaces.rs"),
             include_str!("cases_ops.rs"),
+            include_str!("cases_schema.rs"),
             include_str!("cases_snapshot.rs"),
             include_str!("cases_ttl.rs"),
             include_str!("model.rs"),

@@ -42,6 +42,7 @@ pub fn shared_handle(files: Vec<state_fs::SharedFile>) -> state_api::Incremental
         key_group_range: state_api::KeyGroupRange::new(0, 127),
         max_parallelism: 128,
         key_type: "u64".into(),
+        key_schema: state_api::Schema::U64,
         states: Vec::new(),
         shared_files: files
             .into_iter()

@@ -36,7 +36,13 @@ pub struct Reader {
 /// Whether `e` is an error a reader may give for bad input: a damage error, or a
 /// type/kind mismatch with what the test registers.
 pub fn acceptable(e: &StateError) -> bool {
-    e.is_damage() || matches!(e, StateError::IncompatibleType { .. } | StateError::KindMismatch { .. })
+    e.is_damage()
+        || matches!(
+            e,
+            StateError::IncompatibleType { .. }
+                | StateError::IncompatibleSchema { .. }
+                | StateError::KindMismatch { .. }
+        )
 }
 
 /// A framed record (magic, version, length, body, CRC32C; `state_api::framing`) with its
@@ -231,6 +237,7 @@ fn sample_state() -> SubtaskState {
             key_group_range: KeyGroupRange::new(64, 127),
             max_parallelism: 128,
             key_type: "u64".into(),
+            key_schema: state_api::Schema::U64,
             states: Vec::new(),
             shared_files: vec![file("shared/000012.sst", 4096), file("shared/000013.sst", 812)],
             private_files: vec![file("chk-4/MANIFEST-000005", 220), file("chk-4/OPTIONS-000007", 6100)],
