@@ -19,6 +19,7 @@ mod job;
 #[cfg(feature = "rocksdb")]
 mod memory;
 mod merge;
+mod migrate;
 mod nexmark;
 mod timers;
 
@@ -84,12 +85,15 @@ fn main() -> Result<()> {
     if run("merge") {
         merge::merge_rows(if quick { 200 } else { 20_000 }, &mut rows)?;
     }
+    if run("migrate") {
+        migrate::migrate_rows(if quick { 20_000 } else { 1_000_000 }, &mut rows)?;
+    }
     if run("cluster") {
         cluster::cluster_rows(if quick { 8_000 } else { 400_000 }, &mut rows)?;
     }
     if rows.is_empty() {
         return Err(state_api::StateError::InvalidArgument(format!(
-            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job, merge, cluster",
+            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job, merge, migrate, cluster",
             only.unwrap_or_default()
         )));
     }
