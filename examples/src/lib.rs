@@ -4,3 +4,8 @@
 
 pub mod cli;
 pub mod nexmark;
+
+/// The workspace README's Rust examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct WorkspaceReadmeDoctests;

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::assignment::{OperatorStatePartition, partition_operator_state};
 use crate::error::{Result, StateError};
 use crate::format::{deserialize, put_bytes, put_serialized};
+use crate::schema::Schema;
 use crate::snapshot::{AsyncSnapshot, CheckpointStorage, OperatorSnapshotHandle, OperatorStateInfo, Redistribution};
 use crate::state::{StateKey, StateValue, type_name_of};
 
@@ -34,7 +35,7 @@ use crate::state::{StateKey, StateValue, type_name_of};
 pub(crate) const OPERATOR_MAGIC: [u8; 8] = *b"\x89RSOPST\n";
 /// Magic bytes closing an operator state stream.
 const OPERATOR_END: [u8; 8] = *b"RSOPSEND";
-const OPERATOR_VERSION: u32 = 1;
+const OPERATOR_VERSION: u32 = 2;
 
 /// A registered operator list state.
 #[derive(Debug)]
@@ -169,14 +170,71 @@ enum Data {
 
 struct OpState {
     mode: Redistribution,
-    type_name: String,
+    type_name: OpType,
     data: Data,
 }
 
+/// The type of an operator state's elements (for broadcast state, of its key and value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct OpType {
+    name: String,
+    schema: Schema,
+}
+
+impl OpType {
+    fn of<T: StateValue>() -> Self {
+        OpType {
+            name: type_name_of::<T>(),
+            schema: Schema::of::<T>(),
+        }
+    }
+
+    fn of_map<K: StateKey, V: StateValue>() -> Self {
+        OpType {
+            name: format!("{} => {}", type_name_of::<K>(), type_name_of::<V>()),
+            schema: Schema::Map {
+                key: Box::new(Schema::of::<K>()),
+                value: Box::new(Schema::of::<V>()),
+            },
+        }
+    }
+
+    /// Whether elements stored as `self` read as `requested`.
+    fn reads_as(&self, requested: &OpType) -> bool {
+        crate::compatibility::reads_as(&self.schema, &self.name, &requested.schema, &requested.name)
+    }
+}
+
+/// The header of a version-2 stream (types with schemas).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct OpHeader {
     subtask_index: u32,
+    states: Vec<(OperatorStateInfo, OpType)>,
+}
+
+/// The header of a version-1 stream: types by name only.
+#[derive(Deserialize)]
+struct OpHeaderV1 {
+    subtask_index: u32,
     states: Vec<(OperatorStateInfo, String)>,
+}
+
+impl From<OpHeaderV1> for OpHeader {
+    fn from(v1: OpHeaderV1) -> Self {
+        OpHeader {
+            subtask_index: v1.subtask_index,
+            states: v1
+                .states
+                .into_iter()
+                .map(|(info, name)| {
+                    let schema = Schema::Opaque {
+                        type_name: name.clone(),
+                    };
+                    (info, OpType { name, schema })
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Operator states live in two name spaces, as in Flink: list (even-split and union)
@@ -198,7 +256,7 @@ impl Space {
 
 /// A restored state being assembled: its mode, type and the elements taken, in
 /// old-subtask order.
-type Merged = (Redistribution, String, Vec<Vec<u8>>);
+type Merged = (Redistribution, OpType, Vec<Vec<u8>>);
 
 /// The heap operator state backend every keyed backend pairs with.
 pub struct DefaultOperatorStateBackend {
@@ -371,7 +429,7 @@ impl DefaultOperatorStateBackend {
         &mut self,
         name: &str,
         mode: Redistribution,
-        type_name: String,
+        type_name: OpType,
         empty: Box<dyn Any + Send>,
         encode: Encoder,
     ) -> Result<()> {
@@ -382,11 +440,11 @@ impl DefaultOperatorStateBackend {
                 "operator state `{name}` is registered as {:?}, not {mode:?}",
                 state.mode
             ))),
-            Some(state) if state.type_name != type_name => Err(StateError::IncompatibleType {
+            Some(state) if !state.type_name.reads_as(&type_name) => Err(StateError::IncompatibleSchema {
                 name: name.into(),
                 role: "operator state",
-                existing: state.type_name.clone(),
-                requested: type_name,
+                existing: state.type_name.schema.to_string(),
+                requested: type_name.schema.to_string(),
             }),
             Some(_) => Ok(()),
             None => {
@@ -417,13 +475,13 @@ impl DefaultOperatorStateBackend {
 
 impl DefaultOperatorStateBackend {
     fn register_list<T: StateValue>(&mut self, name: &str, mode: Redistribution) -> Result<OperatorListHandle<T>> {
-        let type_name = type_name_of::<T>();
+        let type_name = OpType::of::<T>();
         if let Some(OpState {
             data: Data::Raw(elements),
             type_name: existing,
             mode: m,
         }) = self.states.get(&(Space::List, name.to_string()))
-            && *existing == type_name
+            && existing.reads_as(&type_name)
             && *m == mode
         {
             let list = elements
@@ -466,14 +524,14 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
     }
 
     fn broadcast_state<K: StateKey, V: StateValue>(&mut self, name: &str) -> Result<BroadcastStateHandle<K, V>> {
-        let type_name = format!("{} => {}", type_name_of::<K>(), type_name_of::<V>());
+        let type_name = OpType::of_map::<K, V>();
         let mode = Redistribution::Broadcast;
         if let Some(OpState {
             data: Data::Raw(elements),
             type_name: existing,
             ..
         }) = self.states.get(&(Space::Broadcast, name.to_string()))
-            && *existing == type_name
+            && existing.reads_as(&type_name)
         {
             let mut map = HashMap::with_capacity(elements.len());
             for e in elements {
@@ -594,7 +652,7 @@ impl OperatorStateBackend for DefaultOperatorStateBackend {
     }
 }
 
-type StateData = (OperatorStateInfo, String, Vec<Vec<u8>>);
+type StateData = (OperatorStateInfo, OpType, Vec<Vec<u8>>);
 
 fn write_stream(
     storage: &dyn CheckpointStorage,
@@ -700,8 +758,13 @@ fn read_stream(handle: &OperatorSnapshotHandle, storage: &dyn CheckpointStorage)
         pos = end;
         Ok(out)
     };
-    let header: OpHeader =
-        postcard::from_bytes(next("header")?).map_err(|e| corrupt("header", &e.to_string()).with_source(e))?;
+    let header_bytes = next("header")?;
+    let header: OpHeader = if version == 1 {
+        postcard::from_bytes::<OpHeaderV1>(header_bytes).map(Into::into)
+    } else {
+        postcard::from_bytes(header_bytes)
+    }
+    .map_err(|e| corrupt("header", &e.to_string()).with_source(e))?;
     let mut out = Vec::with_capacity(header.states.len());
     for (info, type_name) in header.states {
         let mut elements = Vec::new();

@@ -78,7 +78,10 @@ fn a_million_values_migrate_from_full_and_incremental_snapshots() {
     // From the full (canonical) snapshot: restored blocks are materialized, then migrated.
     let mut r = RocksDbKeyedStateBackend::<u64>::restore(&ctx(), RocksDbConfig::default(), &[full], &storage).unwrap();
     let err = r.register(ValueStateDescriptor::<New>::new("s")).unwrap_err();
-    assert!(matches!(err, StateError::IncompatibleSchema { role: "value", .. }), "{err}");
+    assert!(
+        matches!(err, StateError::IncompatibleSchema { role: "value", .. }),
+        "{err}"
+    );
     let h = r.register(migrated()).unwrap();
     check_all(&mut r, &h);
     let full2 = r.snapshot(3).unwrap().run(&storage).unwrap();
@@ -106,9 +109,13 @@ fn a_million_values_migrate_from_full_and_incremental_snapshots() {
     let h = r.register(ValueStateDescriptor::<New>::new("s")).unwrap();
     check_all(&mut r, &h);
     drop(r);
-    let mut r =
-        RocksDbKeyedStateBackend::<u64>::restore_incremental(&ctx(), RocksDbConfig::default(), &[incremental2], &storage)
-            .unwrap();
+    let mut r = RocksDbKeyedStateBackend::<u64>::restore_incremental(
+        &ctx(),
+        RocksDbConfig::default(),
+        &[incremental2],
+        &storage,
+    )
+    .unwrap();
     assert!(r.register(ValueStateDescriptor::<Old>::new("s")).is_err());
     let h = r.register(ValueStateDescriptor::<New>::new("s")).unwrap();
     check_all(&mut r, &h);
@@ -126,14 +133,17 @@ fn a_failing_migration_leaves_the_state_as_it_was() {
     let inc = b.snapshot_incremental(1).unwrap().run(&storage).unwrap();
     drop(b);
     let mut r =
-        RocksDbKeyedStateBackend::<u64>::restore_incremental(&ctx(), RocksDbConfig::default(), &[inc], &storage).unwrap();
+        RocksDbKeyedStateBackend::<u64>::restore_incremental(&ctx(), RocksDbConfig::default(), &[inc], &storage)
+            .unwrap();
     // A declared migration whose old type does not match the stored bytes fails part way.
-    let bad = ValueStateDescriptor::<New>::new("s")
-        .with_migration_from(Schema::of::<Old>(), |s: (u64, u64, u64, u64, u64, u64)| New {
+    let bad = ValueStateDescriptor::<New>::new("s").with_migration_from(
+        Schema::of::<Old>(),
+        |s: (u64, u64, u64, u64, u64, u64)| New {
             label: String::new(),
             count: s.0 as i64,
             doubled: 0,
-        });
+        },
+    );
     let err = r.register(bad).unwrap_err();
     assert!(matches!(err, StateError::Serialization { .. }), "{err}");
     // Nothing was rewritten: the old type still reads every value.

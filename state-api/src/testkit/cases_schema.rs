@@ -502,3 +502,43 @@ pub fn format_v1_snapshot_restores_by_type_name<F: KeyedBackendFactory, S: TestS
     r.set_current_key(&"bob".to_string()).unwrap();
     assert_eq!(r.value(&count).get().unwrap(), Some("3 chars".to_string()));
 }
+
+/// Operator list and broadcast states record schemas too: a changed element type is a
+/// typed error when the state is registered, a renamed one reads as is.
+pub fn changed_operator_state_types_are_refused<F: KeyedBackendFactory, S: TestStorage>(
+    _f: &F,
+    new_storage: &dyn Fn() -> S,
+) {
+    use crate::operator::{DefaultOperatorStateBackend, OperatorStateBackend};
+    let storage = new_storage();
+    let mut ops = DefaultOperatorStateBackend::new(0);
+    let points = ops.list_state::<PointV1>("points").unwrap();
+    let rules = ops.broadcast_state::<String, PointV1>("rules").unwrap();
+    ops.list(&points).update(vec![point(1), point(2)]).unwrap();
+    ops.broadcast(&rules).put("a".into(), point(3)).unwrap();
+    let h = ops.snapshot(1).unwrap().run(&storage).unwrap();
+    let mut r = DefaultOperatorStateBackend::restore(std::slice::from_ref(&h), 0, 1, &storage).unwrap();
+    for err in [
+        r.list_state::<PointAdded>("points").unwrap_err(),
+        r.list_state::<PointReordered>("points").unwrap_err(),
+        r.broadcast_state::<String, PointRemoved>("rules").unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                err,
+                StateError::IncompatibleSchema {
+                    role: "operator state",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    let renamed = r.list_state::<RenamedPoint>("points").unwrap();
+    assert_eq!(
+        r.list(&renamed).get().unwrap(),
+        vec![RenamedPoint { x: 1, y: -3 }, RenamedPoint { x: 2, y: -6 }]
+    );
+    let rules = r.broadcast_state::<String, PointV1>("rules").unwrap();
+    assert_eq!(r.broadcast(&rules).get(&"a".to_string()).unwrap(), Some(point(3)));
+}

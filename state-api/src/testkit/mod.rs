@@ -178,6 +178,7 @@ macro_rules! __keyed_conformance_cases {
             migration_chains_and_declared_schemas,
             changed_key_namespace_and_user_key_types_are_refused,
             format_v1_snapshot_restores_by_type_name,
+            changed_operator_state_types_are_refused,
         }
     };
 }

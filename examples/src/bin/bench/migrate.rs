@@ -72,7 +72,9 @@ pub fn migrate_rows(values: u64, rows: &mut Vec<Row>) -> Result<()> {
     let handle: KeyedSnapshotHandle = heap.snapshot(1)?.run(&storage)?;
     drop(heap);
     let handles = std::slice::from_ref(&handle);
-    let (ours, base) = measure(values, || HeapKeyedStateBackend::<u64>::restore(&ctx, handles, &storage))?;
+    let (ours, base) = measure(values, || {
+        HeapKeyedStateBackend::<u64>::restore(&ctx, handles, &storage)
+    })?;
     rows.push(row("heap, full snapshot", values, ours, base));
     #[cfg(feature = "rocksdb")]
     {
