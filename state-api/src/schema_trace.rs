@@ -311,21 +311,13 @@ impl<'de> de::Deserializer<'de> for Tracing<'_> {
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
         let len = usize::from(self.tracer.cut == 0);
-        let mut drafts = vec![Draft::Unknown; len];
-        let value = visitor.visit_seq(Elements {
-            tracer: &mut *self.tracer,
-            outs: drafts.iter_mut(),
-        })?;
+        let (value, mut drafts) = elements(&mut *self.tracer, len, visitor)?;
         *self.out = Draft::Seq(Box::new(drafts.pop().unwrap_or(Draft::Unknown)));
         Ok(value)
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> R<V::Value> {
-        let mut drafts = vec![Draft::Unknown; len];
-        let value = visitor.visit_seq(Elements {
-            tracer: &mut *self.tracer,
-            outs: drafts.iter_mut(),
-        })?;
+        let (value, drafts) = elements(&mut *self.tracer, len, visitor)?;
         *self.out = Draft::Tuple(drafts);
         Ok(value)
     }
@@ -333,11 +325,7 @@ impl<'de> de::Deserializer<'de> for Tracing<'_> {
     fn deserialize_tuple_struct<V: Visitor<'de>>(self, name: &'static str, len: usize, visitor: V) -> R<V::Value> {
         let key = (name, 2 + len);
         let value = self.tracer.enter(key, |t| {
-            let mut drafts = vec![Draft::Unknown; len];
-            let v = visitor.visit_seq(Elements {
-                tracer: &mut *t,
-                outs: drafts.iter_mut(),
-            })?;
+            let (v, drafts) = elements(&mut *t, len, visitor)?;
             t.record(key, Container::TupleStruct(drafts))?;
             Ok(v)
         })?;
@@ -365,11 +353,7 @@ impl<'de> de::Deserializer<'de> for Tracing<'_> {
     ) -> R<V::Value> {
         let key = (name, fields.as_ptr() as usize);
         let value = self.tracer.enter(key, |t| {
-            let mut drafts = vec![Draft::Unknown; fields.len()];
-            let v = visitor.visit_seq(Elements {
-                tracer: &mut *t,
-                outs: drafts.iter_mut(),
-            })?;
+            let (v, drafts) = elements(&mut *t, fields.len(), visitor)?;
             t.record(key, Container::Struct(fields.iter().copied().zip(drafts).collect()))?;
             Ok(v)
         })?;
@@ -444,6 +428,17 @@ impl<'de> de::Deserializer<'de> for Tracing<'_> {
     fn is_human_readable(&self) -> bool {
         false
     }
+}
+
+/// Visits `len` elements (a sequence, tuple, struct or variant) and returns the value
+/// and what each element held.
+fn elements<'de, V: Visitor<'de>>(tracer: &mut Tracer, len: usize, visitor: V) -> R<(V::Value, Vec<Draft>)> {
+    let mut drafts = vec![Draft::Unknown; len];
+    let value = visitor.visit_seq(Elements {
+        tracer,
+        outs: drafts.iter_mut(),
+    })?;
+    Ok((value, drafts))
 }
 
 /// The elements of a sequence, tuple or struct, one position each.
@@ -536,21 +531,13 @@ impl<'de> VariantAccess<'de> for Choice<'_> {
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> R<V::Value> {
-        let mut drafts = vec![Draft::Unknown; len];
-        let v = visitor.visit_seq(Elements {
-            tracer: &mut *self.tracer,
-            outs: drafts.iter_mut(),
-        })?;
+        let (v, drafts) = elements(&mut *self.tracer, len, visitor)?;
         *self.shape = VariantDraft::Tuple(drafts);
         Ok(v)
     }
 
     fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> R<V::Value> {
-        let mut drafts = vec![Draft::Unknown; fields.len()];
-        let v = visitor.visit_seq(Elements {
-            tracer: &mut *self.tracer,
-            outs: drafts.iter_mut(),
-        })?;
+        let (v, drafts) = elements(&mut *self.tracer, fields.len(), visitor)?;
         *self.shape = VariantDraft::Struct(fields.iter().copied().zip(drafts).collect());
         Ok(v)
     }
