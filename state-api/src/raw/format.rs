@@ -481,6 +481,11 @@ impl KeyedStreamReader {
         &self.offsets[..self.offsets.len() - 1]
     }
 
+    /// Bytes of each key group's section, checksum included, in key-group order.
+    pub fn section_sizes(&self) -> Vec<u64> {
+        self.offsets.windows(2).map(|w| w[1].saturating_sub(w[0])).collect()
+    }
+
     /// Reads and checksums the section of `key_group`.
     pub fn read_section(&mut self, key_group: u32) -> Result<Section<'_>> {
         let section_name = format!("key group {key_group}");
