@@ -266,8 +266,8 @@ impl fmt::Display for Inspection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} {} of job `{}` ({}), {} bytes of state",
-            self.kind, self.checkpoint_id, self.job_id, self.location, self.state_bytes
+            "{}: job `{}`, id {}, {} bytes of state",
+            self.location, self.job_id, self.checkpoint_id, self.state_bytes
         )?;
         for op in &self.operators {
             writeln!(

@@ -103,6 +103,8 @@ fn package(cargo: &str) -> Result<(), String> {
         "state-memory",
         "-p",
         "state-timers",
+        "-p",
+        "state-savepoint",
         "--allow-dirty",
         "--target-dir",
         &dir,
