@@ -85,6 +85,9 @@ pub trait KeyedStateBackend: Send + Sized + std::fmt::Debug {
     fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<KeyedSnapshotHandle>>;
     /// Whether [`snapshot_incremental`](Self::snapshot_incremental) is supported.
     fn supports_incremental(&self) -> bool;
+    /// A short name of the backend (`heap`, `rocksdb`): the `backend` label of its
+    /// [`crate::metrics`].
+    fn backend_name(&self) -> &'static str;
     /// The synchronous part of an incremental snapshot (only what changed since the last
     /// completed checkpoint is uploaded). Fails with [`crate::StateError::Unsupported`]
     /// on backends without incremental snapshots.
@@ -270,13 +273,24 @@ impl<B: RawKeyedBackend> KeyedStateBackend for B {
         RawKeyedBackend::clock(self)
     }
     fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<KeyedSnapshotHandle>> {
-        RawKeyedBackend::snapshot(self, checkpoint_id)
+        let started = std::time::Instant::now();
+        let part = RawKeyedBackend::snapshot(self, checkpoint_id)?;
+        let name = RawKeyedBackend::backend_name(self);
+        crate::metrics::sync_part(name, started.elapsed());
+        Ok(part.measured(name, "full", |h| h.stream.size()))
     }
     fn supports_incremental(&self) -> bool {
         RawKeyedBackend::supports_incremental(self)
     }
+    fn backend_name(&self) -> &'static str {
+        RawKeyedBackend::backend_name(self)
+    }
     fn snapshot_incremental(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<IncrementalKeyedHandle>> {
-        RawKeyedBackend::snapshot_incremental(self, checkpoint_id)
+        let started = std::time::Instant::now();
+        let part = RawKeyedBackend::snapshot_incremental(self, checkpoint_id)?;
+        let name = RawKeyedBackend::backend_name(self);
+        crate::metrics::sync_part(name, started.elapsed());
+        Ok(part.measured(name, "incremental", IncrementalKeyedHandle::size))
     }
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
         RawKeyedBackend::notify_checkpoint_complete(self, checkpoint_id)

@@ -64,6 +64,7 @@ mod coordinator;
 mod descriptor;
 mod error;
 pub mod keygroup;
+pub mod metrics;
 mod migration;
 mod operator;
 mod operator_views;

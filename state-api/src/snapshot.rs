@@ -313,6 +313,25 @@ impl<H> AsyncSnapshot<H> {
         self.checkpoint_id
     }
 
+    /// The same part, recording its duration and size (or its failure) in
+    /// [`crate::metrics`] when it runs.
+    pub(crate) fn measured(self, backend: &'static str, kind: &'static str, size: fn(&H) -> u64) -> Self
+    where
+        H: 'static,
+    {
+        let job = self.job;
+        AsyncSnapshot {
+            checkpoint_id: self.checkpoint_id,
+            job: Box::new(move |storage| {
+                let started = std::time::Instant::now();
+                let result = job(storage);
+                crate::metrics::async_part(backend, kind, started.elapsed(), result.as_ref().ok().map(size));
+                result
+            }),
+            cancel: self.cancel,
+        }
+    }
+
     /// Writes the snapshot to `storage` and returns its handle; if it was cancelled
     /// (before or while running), deletes what it wrote and fails with
     /// [`StateError::Cancelled`](crate::StateError::Cancelled).

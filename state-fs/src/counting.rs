@@ -55,7 +55,7 @@ impl ObjectStore for CountingStore {
     fn write_all(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         let n = bytes.len() as u64;
         self.inner.write_all(path, bytes)?;
-        self.written.fetch_add(n, Ordering::Relaxed);
+        add(&self.written, true, n);
         Ok(())
     }
     fn reader(&self, path: &str) -> Result<Box<dyn CheckpointInput>> {
@@ -68,13 +68,13 @@ impl ObjectStore for CountingStore {
         let n = bytes.len() as u64;
         let created = self.inner.create_new(path, bytes)?;
         if created {
-            self.written.fetch_add(n, Ordering::Relaxed);
+            add(&self.written, true, n);
         }
         Ok(created)
     }
     fn read_all(&self, path: &str) -> Result<Vec<u8>> {
         let bytes = self.inner.read_all(path)?;
-        self.read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        add(&self.read, false, bytes.len() as u64);
         Ok(bytes)
     }
     fn size(&self, path: &str) -> Result<Option<u64>> {
@@ -97,6 +97,13 @@ impl ObjectStore for CountingStore {
     }
 }
 
+/// Counts `n` bytes moved to (`uploaded`) or from the store, here and in the
+/// [`state_api::metrics`] counters.
+fn add(counter: &AtomicU64, uploaded: bool, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+    state_api::metrics::storage_bytes(uploaded, n);
+}
+
 struct CountingWriter {
     inner: Box<dyn ObjectWriter>,
     counter: Arc<AtomicU64>,
@@ -105,7 +112,7 @@ struct CountingWriter {
 impl ObjectWriter for CountingWriter {
     fn write(&mut self, buf: &[u8]) -> Result<()> {
         self.inner.write(buf)?;
-        self.counter.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        add(&self.counter, true, buf.len() as u64);
         Ok(())
     }
     fn close(self: Box<Self>) -> Result<()> {
@@ -121,7 +128,7 @@ struct CountingInput {
 impl Read for CountingInput {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        add(&self.counter, false, n as u64);
         Ok(n)
     }
 }

@@ -240,6 +240,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         handles: &[KeyedSnapshotHandle],
         storage: &dyn CheckpointStorage,
     ) -> Result<Self> {
+        let started = std::time::Instant::now();
         let mut backend = Self::new(ctx)?;
         let range = backend.range;
         for handle in handles {
@@ -283,6 +284,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
                 }
             }
         }
+        state_api::metrics::restore("heap", started.elapsed());
         Ok(backend)
     }
 

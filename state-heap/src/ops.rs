@@ -47,6 +47,10 @@ impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
         &*self.clock
     }
 
+    fn backend_name(&self) -> &'static str {
+        "heap"
+    }
+
     fn register_value<V: StateValue, N: Namespace>(
         &mut self,
         meta: StateMeta,

@@ -98,6 +98,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         handles: &[IncrementalKeyedHandle],
         storage: &dyn CheckpointStorage,
     ) -> Result<Self> {
+        let started = std::time::Instant::now();
         let range = ctx.key_group_range;
         let relevant: Vec<&IncrementalKeyedHandle> = handles
             .iter()
@@ -127,6 +128,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                 .iter()
                 .map(|f| (f.local_name.clone(), f.stream.clone()))
                 .collect();
+            state_api::metrics::restore("rocksdb", started.elapsed());
             return Ok(b);
         }
         let mut b = Self::new(ctx, config)?;
@@ -155,6 +157,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             drop(src);
             std::fs::remove_dir_all(&tmp).map_err(io(format!("removing `{}`", tmp.display())))?;
         }
+        state_api::metrics::restore("rocksdb", started.elapsed());
         Ok(b)
     }
 

@@ -18,6 +18,7 @@ mod incremental;
 mod instance;
 pub mod layout;
 mod migrate;
+mod native_metrics;
 mod ops;
 mod options;
 mod restore;

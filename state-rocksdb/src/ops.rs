@@ -123,6 +123,10 @@ impl<K: StateKey> RawKeyedBackend for RocksDbKeyedStateBackend<K> {
         &*self.clock
     }
 
+    fn backend_name(&self) -> &'static str {
+        "rocksdb"
+    }
+
     fn register_value<V: StateValue, N: Namespace>(
         &mut self,
         meta: StateMeta,

@@ -104,6 +104,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         handles: &[KeyedSnapshotHandle],
         storage: &dyn CheckpointStorage,
     ) -> Result<Self> {
+        let started = std::time::Instant::now();
         let mut b = Self::new(ctx, config)?;
         for handle in handles {
             let Some((mut reader, mine)) = open_for_restore(
@@ -138,6 +139,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
                     .map_err(|e| db_err(format!("restoring key group {kg} from `{name}`"), e))?;
             }
         }
+        state_api::metrics::restore("rocksdb", started.elapsed());
         Ok(b)
     }
 

@@ -3,12 +3,14 @@
 //! Savepoints and checkpoints of the state-backends workspace, offline (Flink's State
 //! Processor API): open one from any storage URI, list its operators and states, read
 //! keyed state as typed entries (or raw, decoded by the stored schemas), read operator
-//! state, verify every file and checksum, and write a new savepoint from typed entries
-//! (bootstrap) that every backend restores at any parallelism.
+//! state, verify every file and checksum, compare two snapshots, and write a new
+//! savepoint from typed entries (bootstrap) that every backend restores at any
+//! parallelism.
 //!
 //! The `state-tool` binary (`cargo install state-savepoint`) puts the same on the
 //! command line: `state-tool inspect URI`, `state-tool verify URI`,
-//! `state-tool dump URI --operator OP --state NAME` (JSON lines), each with `--json`.
+//! `state-tool dump URI --operator OP --state NAME` (JSON lines), `state-tool diff A B`,
+//! each with `--json`.
 //!
 //! ```
 //! use state_savepoint::{OperatorBuilder, SavepointReader, SavepointWriter, inspect, verify};
@@ -28,6 +30,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod diff;
 mod inspect;
 pub mod json;
 mod location;
@@ -35,6 +38,7 @@ mod reader;
 mod verify;
 mod writer;
 
+pub use diff::{Diff, StateDiff, diff};
 pub use inspect::{Inspection, OperatorInfo, SharedFileInfo, StateInfo, StreamInfo, SubtaskInfo, inspect};
 pub use location::Location;
 pub use reader::{RawKeyedEntry, SavepointReader};

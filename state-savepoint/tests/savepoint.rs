@@ -9,7 +9,7 @@ use state_api::{
     BackendContext, CheckpointStorage, KeyedBackendFactory, KeyedStateBackend, ListStateDescriptor, MapStateDescriptor,
     StreamHandle, ValueStateDescriptor, VoidNamespace,
 };
-use state_savepoint::{OperatorBuilder, SavepointReader, SavepointWriter, inspect, verify};
+use state_savepoint::{OperatorBuilder, SavepointReader, SavepointWriter, diff, inspect, verify};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Account {
@@ -306,4 +306,51 @@ fn storage_used_by_the_tests_is_the_real_one() {
 
 fn keyed_handles_of(reader: &SavepointReader, op: &str) -> state_api::KeyedSnapshotHandle {
     reader.keyed_handles(op).unwrap()[0].clone()
+}
+
+#[test]
+fn diff_finds_what_changed_between_two_savepoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let write = |name: &str, changed: u64, extra_state: bool| {
+        let mut op = OperatorBuilder::<u64>::new("accounts", 128).unwrap();
+        op.value_state::<u64>("balance", (0..1000).map(|k| (k, if k < changed { k + 1 } else { k })))
+            .unwrap();
+        if extra_state {
+            op.value_state::<u8>("flags", [(1, 1)]).unwrap();
+        }
+        SavepointWriter::new("bank").operator(op).write(root, name).unwrap();
+    };
+    write("a", 0, false);
+    write("b", 3, true);
+    let (a, b) = (
+        SavepointReader::open(&format!("{root}/a")).unwrap(),
+        SavepointReader::open(&format!("{root}/b")).unwrap(),
+    );
+    assert!(diff(&a, &a).unwrap().is_same());
+    let d = diff(&a, &b).unwrap();
+    assert!(!d.is_same());
+    let balance = d.states.iter().find(|s| s.state == "balance").unwrap();
+    assert_eq!(
+        (
+            balance.change.as_str(),
+            balance.changed,
+            balance.only_in_a,
+            balance.only_in_b
+        ),
+        ("entries differ", 3, 0, 0)
+    );
+    let mut keys: Vec<u64> = balance.examples.iter().map(|e| e["key"].as_u64().unwrap()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, vec![0, 1, 2]);
+    let flags = d.states.iter().find(|s| s.state == "flags").unwrap();
+    assert_eq!((flags.change.as_str(), flags.entries_b), ("only in B", 1));
+    let (code, out, _) = tool(&["diff", &format!("{root}/a"), &format!("{root}/b")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("state `balance`: entries differ (1000 / 1000 entries; 0 only in A, 0 only in B, 3 changed)"),
+        "{out}"
+    );
+    let (code, _, _) = tool(&["diff", &format!("{root}/a"), &format!("{root}/a")]);
+    assert_eq!(code, 0);
 }

@@ -198,6 +198,12 @@ pub trait RawKeyedBackend: Send + Sized + std::fmt::Debug {
         false
     }
 
+    /// A short name of the backend (`heap`, `rocksdb`), the `backend` label of its
+    /// [`crate::metrics`]. The default is `custom`.
+    fn backend_name(&self) -> &'static str {
+        "custom"
+    }
+
     /// The synchronous part of an incremental snapshot: only what changed since the
     /// last completed checkpoint is uploaded, the rest is referenced. The default fails
     /// with [`crate::StateError::Unsupported`]; backends that can (RocksDB) override it

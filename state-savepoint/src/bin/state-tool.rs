@@ -4,8 +4,10 @@
 //! state-tool inspect <ROOT>/<savepoint>            operators, states, streams, sizes
 //! state-tool verify  <ROOT>/<job>/chk-<n>          every file's size and CRC, every checksum
 //! state-tool dump    <URI> --state NAME            entries as JSON lines
+//! state-tool diff    <URI-A> <URI-B>               operators, states and entries that differ
 //! ```
-//! Every command takes `--json` for scripts. `verify` exits with 1 when anything is damaged.
+//! Every command takes `--json` for scripts. `verify` exits with 1 when anything is
+//! damaged, `diff` when the two differ; any error exits with 2.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -14,7 +16,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use state_api::raw::format::RawEntry;
 use state_savepoint::json::to_json;
-use state_savepoint::{SavepointReader, inspect, verify};
+use state_savepoint::{SavepointReader, diff, inspect, verify};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +43,16 @@ enum Command {
     Verify {
         /// `<root>/<savepoint>` or `<root>/<job>/chk-<n>`.
         uri: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compares two savepoints or checkpoints: operators, states, schemas and entries; exit code 1 if they differ.
+    Diff {
+        /// The first.
+        a: String,
+        /// The second.
+        b: String,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -131,6 +143,19 @@ fn run(cli: Cli) -> state_api::Result<ExitCode> {
                 println!("{v}");
             }
             Ok(if v.is_intact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Diff { a, b, json } => {
+            let d = diff(&SavepointReader::open(&a)?, &SavepointReader::open(&b)?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+            } else {
+                println!("{d}");
+            }
+            Ok(if d.is_same() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
