@@ -54,6 +54,19 @@ impl fmt::Debug for Migration {
 }
 
 impl Migration {
+    /// A migration from values of `Old` (recognised by its traced schema) to `New` by
+    /// `f`, for tools that convert stored state outside a descriptor (savepoint
+    /// transformations); descriptors build theirs with `with_migration`.
+    pub fn new<Old, New>(f: impl Fn(Old) -> New + Send + Sync + 'static) -> Migration
+    where
+        Old: DeserializeOwned + 'static,
+        New: Serialize + 'static,
+    {
+        let mut m = Migrations::default();
+        m.add(Schema::of::<Old>(), f);
+        m.list.remove(0)
+    }
+
     /// The type name of the older type.
     pub fn from_type(&self) -> &str {
         &self.from_type

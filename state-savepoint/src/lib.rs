@@ -3,9 +3,9 @@
 //! Savepoints and checkpoints of the state-backends workspace, offline (Flink's State
 //! Processor API): open one from any storage URI, list its operators and states, read
 //! keyed state as typed entries (or raw, decoded by the stored schemas), read operator
-//! state, verify every file and checksum, compare two snapshots, and write a new
-//! savepoint from typed entries (bootstrap) that every backend restores at any
-//! parallelism.
+//! state, verify every file and checksum, compare two snapshots, write a new savepoint
+//! from typed entries (bootstrap) that every backend restores at any parallelism, and
+//! transform one savepoint into another (drop operators or states, rewrite values).
 //!
 //! The `state-tool` binary (`cargo install state-savepoint`) puts the same on the
 //! command line: `state-tool inspect URI`, `state-tool verify URI`,
@@ -35,6 +35,7 @@ mod inspect;
 pub mod json;
 mod location;
 mod reader;
+mod transform;
 mod verify;
 mod writer;
 
@@ -42,5 +43,6 @@ pub use diff::{Diff, StateDiff, diff};
 pub use inspect::{Inspection, OperatorInfo, SharedFileInfo, StateInfo, StreamInfo, SubtaskInfo, inspect};
 pub use location::Location;
 pub use reader::{RawKeyedEntry, SavepointReader};
+pub use transform::SavepointTransform;
 pub use verify::{Problem, Verification, verify};
 pub use writer::{OperatorBuilder, SavepointWriter};

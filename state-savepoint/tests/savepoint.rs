@@ -9,7 +9,7 @@ use state_api::{
     BackendContext, CheckpointStorage, KeyedBackendFactory, KeyedStateBackend, ListStateDescriptor, MapStateDescriptor,
     StreamHandle, ValueStateDescriptor, VoidNamespace,
 };
-use state_savepoint::{OperatorBuilder, SavepointReader, SavepointWriter, diff, inspect, verify};
+use state_savepoint::{OperatorBuilder, SavepointReader, SavepointTransform, SavepointWriter, diff, inspect, verify};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Account {
@@ -353,4 +353,75 @@ fn diff_finds_what_changed_between_two_savepoints() {
     );
     let (code, _, _) = tool(&["diff", &format!("{root}/a"), &format!("{root}/a")]);
     assert_eq!(code, 0);
+}
+
+#[test]
+fn a_transformed_savepoint_drops_rewrites_and_copies() {
+    use state_api::{DefaultOperatorStateBackend, OperatorStateBackend};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    // A job's savepoint at parallelism 2: keyed state and operator state per subtask.
+    let storage = state_fs::FsCheckpointStorage::savepoint(root, "job-sp", state_fs::FsOptions::default()).unwrap();
+    let mut meta = state_fs::CheckpointMetadata::new("job", 9, state_fs::SnapshotKind::Savepoint);
+    for i in 0..2 {
+        let ctx = BackendContext::for_subtask(128, 2, i).unwrap();
+        let mut b = state_heap::HeapKeyedStateBackend::<u64>::new(&ctx).unwrap();
+        let v = b.register(ValueStateDescriptor::<u64>::new("cents")).unwrap();
+        let l = b.register(ListStateDescriptor::<u8>::new("scratch")).unwrap();
+        for k in 0..2000u64 {
+            if b.set_current_key(&k).is_ok() {
+                b.value(&v).update(k * 100).unwrap();
+                b.list(&l).add(1).unwrap();
+            }
+        }
+        let mut ops = DefaultOperatorStateBackend::new(i);
+        let offsets = ops.list_state::<u64>("offsets").unwrap();
+        ops.list(&offsets).add(u64::from(i) + 40).unwrap();
+        let state = state_api::SubtaskState {
+            keyed: vec![b.snapshot(9).unwrap().run(&storage).unwrap()],
+            operator: vec![ops.snapshot(9).unwrap().run(&storage).unwrap()],
+            ..Default::default()
+        };
+        meta.add_subtask(&state_api::OperatorId::new("shop").unwrap(), 2, 128, i, state)
+            .unwrap();
+    }
+    storage.complete_checkpoint(meta).unwrap();
+    let old = SavepointReader::open(&format!("{root}/job-sp")).unwrap();
+    // Rewriting with the wrong source type is refused; naming a missing state too.
+    let wrong = SavepointTransform::new(&old).map_values("shop", "cents", |s: String| s);
+    assert!(wrong.write(root, "bad").is_err());
+    assert!(
+        SavepointTransform::new(&old)
+            .drop_state("shop", "nope")
+            .write(root, "bad2")
+            .is_err()
+    );
+
+    SavepointTransform::new(&old)
+        .drop_state("shop", "scratch")
+        .map_values("shop", "cents", |c: u64| format!("{}.{:02} EUR", c / 100, c % 100))
+        .write(root, "job-sp-2")
+        .unwrap();
+    let new = SavepointReader::open(&format!("{root}/job-sp-2")).unwrap();
+    assert!(verify(&new).is_intact());
+    assert_eq!(new.metadata().snapshot.operator("shop").unwrap().subtasks.len(), 2);
+    let names: Vec<String> = new.keyed_states("shop").unwrap().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, vec!["cents".to_string()]);
+    let mut values = new.read_values::<u64, VoidNamespace, String>("shop", "cents").unwrap();
+    values.sort_by_key(|(k, _, _)| *k);
+    assert_eq!(values.len(), 2000);
+    assert_eq!(values[1234].2, "1234.00 EUR");
+    let mut ops = new.operator_state("shop").unwrap();
+    let offsets = ops.list_state::<u64>("offsets").unwrap();
+    let mut got = ops.list(&offsets).get().unwrap();
+    got.sort_unstable();
+    assert_eq!(got, vec![40, 41]);
+    // A backend restores the new savepoint with the new type.
+    let handles: Vec<_> = new.keyed_handles("shop").unwrap().into_iter().cloned().collect();
+    let mut b =
+        state_heap::HeapKeyedStateBackend::<u64>::restore(&BackendContext::single(128), &handles, new.storage())
+            .unwrap();
+    let cents = b.register(ValueStateDescriptor::<String>::new("cents")).unwrap();
+    b.set_current_key(&7).unwrap();
+    assert_eq!(b.value(&cents).get().unwrap(), Some("7.00 EUR".to_string()));
 }
