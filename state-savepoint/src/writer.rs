@@ -28,9 +28,16 @@ use state_api::{
 };
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 
-/// One state's entries, encoded and grouped by key group: `kg -> (key bytes,
-/// namespace bytes) -> payload`.
-type Entries = BTreeMap<u32, BTreeMap<(Vec<u8>, Vec<u8>), Payload>>;
+/// One state's entries, encoded, sorted by (key group, key, namespace), each (key,
+/// namespace) once.
+type Entries = Vec<Entry>;
+
+struct Entry {
+    key_group: u32,
+    key: Vec<u8>,
+    namespace: Vec<u8>,
+    payload: Payload,
+}
 
 enum Payload {
     Value(Vec<u8>),
@@ -42,7 +49,8 @@ fn encode<T: serde::Serialize + ?Sized>(value: &T, state: &str, role: &'static s
     postcard::to_stdvec(value).map_err(|e| StateError::serialization(state.to_string(), role, e))
 }
 
-/// The keyed state of one operator, with key type `K`, at a max parallelism.
+/// The keyed state of one operator, with key type `K`, at a max parallelism. Entries
+/// are encoded when added and held in memory until the savepoint is written.
 pub struct OperatorBuilder<K> {
     id: OperatorId,
     max_parallelism: u32,
@@ -77,29 +85,34 @@ impl<K: StateKey> OperatorBuilder<K> {
         }
         let mut grouped = Entries::new();
         for entry in entries {
-            let (key, ns, payload) = entry?;
+            let (key, namespace, payload) = entry?;
             let mut key_bytes = Vec::new();
-            let kg = key_group_and_bytes(&key, self.max_parallelism, &mut key_bytes)?;
-            let slot = grouped.entry(kg).or_default().entry((key_bytes, ns));
-            match (slot, payload) {
-                (std::collections::btree_map::Entry::Vacant(v), p) => {
-                    v.insert(p);
-                }
-                (std::collections::btree_map::Entry::Occupied(mut o), Payload::List(more)) => {
-                    if let Payload::List(items) = o.get_mut() {
-                        items.extend(more);
-                    }
-                }
-                (std::collections::btree_map::Entry::Occupied(mut o), Payload::Map(more)) => {
-                    if let Payload::Map(m) = o.get_mut() {
-                        m.extend(more);
-                    }
-                }
-                (std::collections::btree_map::Entry::Occupied(mut o), p @ Payload::Value(_)) => {
-                    *o.get_mut() = p;
-                }
-            }
+            let key_group = key_group_and_bytes(&key, self.max_parallelism, &mut key_bytes)?;
+            grouped.push(Entry {
+                key_group,
+                key: key_bytes,
+                namespace,
+                payload,
+            });
         }
+        // Stable: entries of one (key, namespace) stay in the order given, so a value
+        // given twice keeps the last, and list elements and map entries merge in order.
+        grouped.sort_by(|a, b| (a.key_group, &a.key, &a.namespace).cmp(&(b.key_group, &b.key, &b.namespace)));
+        grouped.dedup_by(|later, earlier| {
+            if (later.key_group, &later.key, &later.namespace) != (earlier.key_group, &earlier.key, &earlier.namespace)
+            {
+                return false;
+            }
+            match (
+                &mut earlier.payload,
+                std::mem::replace(&mut later.payload, Payload::List(Vec::new())),
+            ) {
+                (Payload::List(items), Payload::List(more)) => items.extend(more),
+                (Payload::Map(m), Payload::Map(more)) => m.extend(more),
+                (slot, p) => *slot = p,
+            }
+            true
+        });
         self.states.push((meta, grouped));
         Ok(self)
     }
@@ -185,11 +198,12 @@ impl<K: StateKey> OperatorBuilder<K> {
         let states = &self.states;
         let handle = write_keyed_stream(storage, &header, &format!("keyed-{}", self.id), |kg, section| {
             for (index, (_, grouped)) in states.iter().enumerate() {
-                for ((key, ns), payload) in grouped.get(&kg).into_iter().flatten() {
+                let start = grouped.partition_point(|e| e.key_group < kg);
+                for e in grouped[start..].iter().take_while(|e| e.key_group == kg) {
                     let block = section.block();
-                    put_bytes(block, key);
-                    put_bytes(block, ns);
-                    match payload {
+                    put_bytes(block, &e.key);
+                    put_bytes(block, &e.namespace);
+                    match &e.payload {
                         Payload::Value(v) => put_bytes(block, v),
                         Payload::List(items) => {
                             put_varint(block, items.len() as u64);

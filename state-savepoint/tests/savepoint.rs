@@ -425,3 +425,35 @@ fn a_transformed_savepoint_drops_rewrites_and_copies() {
     b.set_current_key(&7).unwrap();
     assert_eq!(b.value(&cents).get().unwrap(), Some("7.00 EUR".to_string()));
 }
+
+#[test]
+fn bootstrap_merges_entries_of_one_key_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let mut op = OperatorBuilder::<u64>::new("op", 128).unwrap();
+    op.value_state::<u32>("v", [(1, 10), (2, 20), (1, 11)]).unwrap();
+    op.list_state_in::<VoidNamespace, u32>("l", [(1, VoidNamespace, vec![1, 2]), (1, VoidNamespace, vec![3])])
+        .unwrap();
+    op.map_state_in::<VoidNamespace, u8, u8>(
+        "m",
+        [
+            (1, VoidNamespace, 1, 1),
+            (1, VoidNamespace, 2, 2),
+            (1, VoidNamespace, 1, 9),
+        ],
+    )
+    .unwrap();
+    assert!(op.value_state::<u32>("v", [(1, 1)]).is_err(), "a state written twice");
+    SavepointWriter::new("j").operator(op).write(root, "sp").unwrap();
+    let r = SavepointReader::open(&format!("{root}/sp")).unwrap();
+    let mut v = r.read_values::<u64, VoidNamespace, u32>("op", "v").unwrap();
+    v.sort_by_key(|e| e.0);
+    assert_eq!(v, vec![(1, VoidNamespace, 11), (2, VoidNamespace, 20)]);
+    assert_eq!(
+        r.read_lists::<u64, VoidNamespace, u32>("op", "l").unwrap(),
+        vec![(1, VoidNamespace, vec![1, 2, 3])]
+    );
+    let mut m = r.read_maps::<u64, VoidNamespace, u8, u8>("op", "m").unwrap();
+    m.sort_by_key(|e| e.2);
+    assert_eq!(m, vec![(1, VoidNamespace, 1, 9), (1, VoidNamespace, 2, 2)]);
+}

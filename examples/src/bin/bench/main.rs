@@ -21,6 +21,7 @@ mod memory;
 mod merge;
 mod migrate;
 mod nexmark;
+mod savepoint;
 mod timers;
 
 struct Row {
@@ -88,12 +89,15 @@ fn main() -> Result<()> {
     if run("migrate") {
         migrate::migrate_rows(if quick { 20_000 } else { 1_000_000 }, &mut rows)?;
     }
+    if run("savepoint") {
+        savepoint::savepoint_rows(if quick { 20_000 } else { 1_000_000 }, &mut rows)?;
+    }
     if run("cluster") {
         cluster::cluster_rows(if quick { 8_000 } else { 400_000 }, &mut rows)?;
     }
     if rows.is_empty() {
         return Err(state_api::StateError::InvalidArgument(format!(
-            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job, merge, migrate, cluster",
+            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job, merge, migrate, savepoint, cluster",
             only.unwrap_or_default()
         )));
     }
