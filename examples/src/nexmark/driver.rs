@@ -92,6 +92,13 @@ impl Summary {
             (Some(id), Some(t)) => println!("  resumed from checkpoint {id}, restore took {t:.2?}"),
             _ => println!("  started fresh"),
         }
+        let top = cfg.query.top(&self.results, 5);
+        if !top.is_empty() {
+            println!("  top results:");
+            for line in top {
+                println!("    {line}");
+            }
+        }
     }
 }
 

@@ -54,6 +54,23 @@ impl QueryKind {
             QueryKind::Q11 => "q11",
         }
     }
+
+    /// The `n` results that matter most: Q5's hottest auctions (most bids in a window),
+    /// Q11's longest sessions (most bids), else the first in order.
+    pub fn top(self, results: &[String], n: usize) -> Vec<String> {
+        let measure = |line: &String| -> u64 {
+            let fields: Vec<&str> = line.split(',').collect();
+            let at = match self {
+                QueryKind::Q5 => fields.len().checked_sub(1),
+                QueryKind::Q11 => Some(2),
+                QueryKind::Q3 | QueryKind::Q8 => None,
+            };
+            at.and_then(|i| fields.get(i)).and_then(|f| f.parse().ok()).unwrap_or(0)
+        };
+        let mut sorted: Vec<&String> = results.iter().collect();
+        sorted.sort_by(|a, b| measure(b).cmp(&measure(a)).then_with(|| a.cmp(b)));
+        sorted.into_iter().take(n).cloned().collect()
+    }
 }
 
 /// A query's registered states.
@@ -374,4 +391,20 @@ pub fn reference(kind: QueryKind, events: u64) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod top_tests {
+    use super::QueryKind;
+
+    #[test]
+    fn top_results_are_the_largest_measures() {
+        let r = |s: &str| s.to_string();
+        let q5 = [r("q5,2000,7,3"), r("q5,2000,8,12"), r("q5,4000,1,5")];
+        assert_eq!(QueryKind::Q5.top(&q5, 2), vec![r("q5,2000,8,12"), r("q5,4000,1,5")]);
+        let q11 = [r("q11,1,4,0,10"), r("q11,2,9,0,10")];
+        assert_eq!(QueryKind::Q11.top(&q11, 1), vec![r("q11,2,9,0,10")]);
+        let q3 = [r("q3,b"), r("q3,a")];
+        assert_eq!(QueryKind::Q3.top(&q3, 5), vec![r("q3,a"), r("q3,b")]);
+    }
 }
