@@ -32,20 +32,17 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             let Some(cf) = self.db.cf_handle(&state.cf) else {
                 continue;
             };
-            for name in PER_COLUMN_FAMILY {
-                let v = self
-                    .db
+            let read = |name: &str| {
+                self.db
                     .property_int_value_cf(cf, name)
-                    .map_err(|e| db_err(format!("reading `{name}`"), e))?
-                    .unwrap_or(0);
-                *out.entry(name.to_string()).or_default() += v;
+                    .map(Option::unwrap_or_default)
+                    .map_err(|e| db_err(format!("reading `{name}`"), e))
+            };
+            for name in PER_COLUMN_FAMILY {
+                *out.entry(name.to_string()).or_default() += read(name)?;
             }
             for name in CACHE {
-                let v = self
-                    .db
-                    .property_int_value_cf(cf, name)
-                    .map_err(|e| db_err(format!("reading `{name}`"), e))?
-                    .unwrap_or(0);
+                let v = read(name)?;
                 let e = out.entry(name.to_string()).or_default();
                 *e = (*e).max(v);
             }
