@@ -170,16 +170,18 @@ impl SavepointReader {
         }
     }
 
-    /// Checks that `state` of operator `id` holds `kind` of the requested types.
-    fn check_types(&self, id: &str, requested: &StateMeta) -> Result<()> {
-        let stored = self
-            .keyed_states(id)?
+    /// The metadata snapshot streams record for state `state` of operator `id`.
+    fn stored(&self, id: &str, state: &str) -> Result<StateMeta> {
+        self.keyed_states(id)?
             .into_iter()
-            .find(|m| m.name == requested.name)
+            .find(|m| m.name == state)
             .ok_or_else(|| StateError::UnknownState {
-                name: format!("{} (operator `{id}`)", requested.name),
-            })?;
-        let mut requested = requested.clone();
+                name: format!("{state} (operator `{id}`)"),
+            })
+    }
+
+    /// Checks that the stored state holds the requested kind and types (any TTL).
+    fn check_types(stored: &StateMeta, mut requested: StateMeta) -> Result<()> {
         requested.ttl = stored.ttl;
         stored.check_compatible(&requested)
     }
@@ -191,11 +193,11 @@ impl SavepointReader {
         id: &str,
         state: &str,
     ) -> Result<Vec<(K, N, V)>> {
-        let kind = self.kind_of(id, state)?;
-        if kind.shape() != StateShape::Value {
-            return Err(shape_error(state, kind, "a value"));
+        let stored = self.stored(id, state)?;
+        if stored.kind.shape() != StateShape::Value {
+            return Err(shape_error(state, stored.kind, "a value"));
         }
-        self.check_types(id, &StateMeta::of::<N, V>(state, kind, None))?;
+        Self::check_types(&stored, StateMeta::of::<N, V>(state, stored.kind, None))?;
         let mut out = Vec::new();
         self.for_each_entry(id, state, |e| {
             if let RawEntry::Value {
@@ -219,7 +221,10 @@ impl SavepointReader {
         id: &str,
         state: &str,
     ) -> Result<Vec<(K, N, Vec<V>)>> {
-        self.check_types(id, &StateMeta::of::<N, V>(state, StateKind::List, None))?;
+        Self::check_types(
+            &self.stored(id, state)?,
+            StateMeta::of::<N, V>(state, StateKind::List, None),
+        )?;
         let mut out = Vec::new();
         self.for_each_entry(id, state, |e| {
             if let RawEntry::List { key, namespace, items } = e.entry {
@@ -246,7 +251,10 @@ impl SavepointReader {
         state: &str,
     ) -> Result<Vec<(K, N, UK, UV)>> {
         let user_key = Some((state_api::raw::type_name_of::<UK>(), state_api::Schema::of::<UK>()));
-        self.check_types(id, &StateMeta::of::<N, UV>(state, StateKind::Map, user_key))?;
+        Self::check_types(
+            &self.stored(id, state)?,
+            StateMeta::of::<N, UV>(state, StateKind::Map, user_key),
+        )?;
         let mut out = Vec::new();
         self.for_each_entry(id, state, |e| {
             if let RawEntry::Map {
@@ -283,16 +291,6 @@ impl SavepointReader {
             .flat_map(|s| s.state.operator.iter().cloned())
             .collect();
         DefaultOperatorStateBackend::restore(&handles, 0, 1, &self.storage)
-    }
-
-    fn kind_of(&self, id: &str, state: &str) -> Result<StateKind> {
-        self.keyed_states(id)?
-            .into_iter()
-            .find(|m| m.name == state)
-            .map(|m| m.kind)
-            .ok_or_else(|| StateError::UnknownState {
-                name: format!("{state} (operator `{id}`)"),
-            })
     }
 }
 
