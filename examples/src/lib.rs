@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod nexmark;
+pub mod progress;
 
 /// The workspace README's Rust examples compile and run as doctests.
 #[cfg(doctest)]

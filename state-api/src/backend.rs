@@ -166,6 +166,13 @@ pub trait KeyedStateBackend: Send + Sized + std::fmt::Debug {
         RawKeyedBackend::approximate_entries(self.raw_mut(Access(())), handle.id())
     }
 
+    /// About how many bytes `handle` takes, for metrics sampled now and then: on the
+    /// heap, the serialized size of its entries plus their keys (a walk over the state);
+    /// in RocksDB, the estimated live data of its column family plus its memtables.
+    fn approximate_size<H: RegisteredState>(&mut self, handle: &H) -> Result<u64> {
+        RawKeyedBackend::approximate_size(self.raw_mut(Access(())), handle.id())
+    }
+
     /// The value state `handle` for the current key.
     fn value<'a, T: StateValue>(
         &'a mut self,

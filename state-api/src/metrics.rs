@@ -31,6 +31,8 @@ pub const CHECKPOINT_FAILURES: &str = "numberOfFailedCheckpoints";
 pub const RESTORE_DURATION: &str = "restoreDuration";
 /// Gauge: a state's estimated entries ([`KeyedStateBackend::approximate_entries`]).
 pub const ESTIMATED_ENTRIES: &str = "state.estimatedEntries";
+/// Gauge, bytes: a state's estimated size ([`KeyedStateBackend::approximate_size`]).
+pub const ESTIMATED_SIZE: &str = "state.estimatedSize";
 /// Counter, bytes: written to checkpoint storage.
 pub const BYTES_UPLOADED: &str = "state.checkpoint.bytesUploaded";
 /// Counter, bytes: read from checkpoint storage.
@@ -76,6 +78,14 @@ pub fn report_entries<B: KeyedStateBackend, H: RegisteredState>(backend: &mut B,
     let name = state.meta().name.clone();
     metrics::gauge!(ESTIMATED_ENTRIES, "backend" => backend.backend_name(), "state" => name).set(entries as f64);
     Ok(entries)
+}
+
+/// Samples the estimated size in bytes of `state` into [`ESTIMATED_SIZE`].
+pub fn report_size<B: KeyedStateBackend, H: RegisteredState>(backend: &mut B, state: &H) -> Result<u64> {
+    let bytes = backend.approximate_size(state)?;
+    let name = state.meta().name.clone();
+    metrics::gauge!(ESTIMATED_SIZE, "backend" => backend.backend_name(), "state" => name).set(bytes as f64);
+    Ok(bytes)
 }
 
 /// Samples a managed-memory slot's figures into [`MANAGED_MEMORY_USED`] (bytes reserved)

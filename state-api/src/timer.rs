@@ -120,6 +120,12 @@ impl TimerEntry {
 pub trait TimerQueue<H: ?Sized>: TimerQueueInfo {
     /// Adds a timer; `false` (and no change) when it is already queued.
     fn add(&mut self, host: &mut H, timer: &TimerEntry) -> Result<bool>;
+    /// [`add`](Self::add) of a timer the caller no longer needs (a timer service's
+    /// register): a storage that keeps entries in memory keeps this one instead of a
+    /// copy. The default adds by reference.
+    fn add_owned(&mut self, host: &mut H, timer: TimerEntry) -> Result<bool> {
+        self.add(host, &timer)
+    }
     /// Adds many timers at once (a restore); returns how many were not queued yet.
     /// The default adds them one by one; storages override it where a bulk insert is
     /// cheaper.

@@ -323,7 +323,9 @@ impl<'a, B: KeyedStateBackend, T: StateValue, N: Namespace> ListView<'a, B, T, N
 
     /// Appends one element.
     pub fn add(&mut self, value: T) -> Result<()> {
-        self.add_all(vec![value])
+        let ttl = Ttl::of(raw(self.backend), self.handle.ttl());
+        raw(self.backend).raw_list_push(self.handle.id(), self.ns, ttl.stamp(value))?;
+        ttl.after_access(raw(self.backend), self.handle.id())
     }
 
     /// Appends elements.

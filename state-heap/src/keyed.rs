@@ -3,18 +3,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use hashbrown::hash_map::EntryRef;
 use state_api::raw::format::{decode_block, open_for_restore};
 use state_api::raw::type_name_of;
 use state_api::raw::{Resolution, migrate_block};
-use state_api::raw::{StateId, StateMeta, check_state_name};
+use state_api::raw::{StateId, StateMeta, TtlValue, check_state_name};
 use state_api::{
     BackendContext, CheckpointStorage, Clock, KeyGroupRange, KeyedBackendFactory, KeyedSnapshotHandle, Migrations,
-    Namespace, Result, Schema, StateError, StateKey, TtlConfig,
+    Namespace, Result, Schema, StateError, StateKey, StateValue, TtlConfig,
 };
 
 use state_memory::{HeapAccounting, MemoryError, SlotMemory};
 
-use crate::table::{ErasedTable, KgMap, Stored, Table, key_ns_estimate};
+use crate::table::{ErasedTable, KeyNs, KgMap, Stored, Table, key_ns_estimate};
 
 pub(crate) struct CurrentKey<K> {
     pub(crate) key: K,
@@ -389,6 +390,39 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             .downcast_ref::<Table<K, N, S>>()
             .ok_or_else(|| self.mismatch::<S>(id))?;
         Ok((&cur.key, &table.kgs[cur.kg_index]))
+    }
+
+    /// Adds to the current key's list in `ns`: `add` gets the existing list to extend,
+    /// or `None` and returns the new list. With a memory budget, `estimate` (the bytes
+    /// of the added elements, `Some` then) is charged before anything changes.
+    pub(crate) fn list_add<E: StateValue, N: Namespace>(
+        &mut self,
+        id: StateId,
+        ns: &N,
+        estimate: Option<u64>,
+        add: impl FnOnce(Option<&mut Vec<TtlValue<E>>>) -> Option<Vec<TtlValue<E>>>,
+    ) -> Result<()> {
+        if let Some(mut added) = estimate
+            && self.memory.is_some()
+        {
+            self.kg::<N, Vec<TtlValue<E>>>(id)?;
+            if self.current_entry_estimate(id, ns) == 0 {
+                added += self.new_entry_estimate(ns) + std::mem::size_of::<Vec<TtlValue<E>>>() as u64;
+            }
+            self.charge(added)?;
+        }
+        let (key, map) = self.kg_mut::<N, Vec<TtlValue<E>>>(id)?;
+        match map.entry_ref(&KeyNs(key, ns)) {
+            EntryRef::Occupied(mut list) => {
+                add(Some(list.get_mut()));
+            }
+            EntryRef::Vacant(slot) => {
+                if let Some(list) = add(None) {
+                    slot.insert(list);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The current key and the key group's map of a state, for writing (copies the key

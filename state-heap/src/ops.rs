@@ -96,12 +96,7 @@ impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
             self.account(old, new)?;
         }
         let (key, map) = self.kg_mut::<N, TtlValue<V>>(id)?;
-        match map.get_mut(&KeyNs(key, ns)) {
-            Some(slot) => *slot = value,
-            None => {
-                map.insert((key.clone(), ns.clone()), value);
-            }
-        }
+        map.entry_ref(&KeyNs(key, ns)).insert(value);
         Ok(())
     }
 
@@ -121,22 +116,25 @@ impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
         ns: &N,
         values: Vec<TtlValue<E>>,
     ) -> Result<()> {
-        if self.memory.is_some() {
-            self.kg::<N, Vec<TtlValue<E>>>(id)?;
-            let mut added: u64 = values.iter().map(Stored::estimate).sum();
-            if self.current_entry_estimate(id, ns) == 0 {
-                added += self.new_entry_estimate(ns) + std::mem::size_of::<Vec<TtlValue<E>>>() as u64;
+        let estimate = self.memory.is_some().then(|| values.iter().map(Stored::estimate).sum());
+        self.list_add(id, ns, estimate, |list| match list {
+            Some(list) => {
+                list.extend(values);
+                None
             }
-            self.charge(added)?;
-        }
-        let (key, map) = self.kg_mut::<N, Vec<TtlValue<E>>>(id)?;
-        match map.get_mut(&KeyNs(key, ns)) {
-            Some(list) => list.extend(values),
-            None => {
-                map.insert((key.clone(), ns.clone()), values);
+            None => Some(values),
+        })
+    }
+
+    fn raw_list_push<E: StateValue, N: Namespace>(&mut self, id: StateId, ns: &N, value: TtlValue<E>) -> Result<()> {
+        let estimate = self.memory.is_some().then(|| value.estimate());
+        self.list_add(id, ns, estimate, |list| match list {
+            Some(list) => {
+                list.push(value);
+                None
             }
-        }
-        Ok(())
+            None => Some(vec![value]),
+        })
     }
 
     fn raw_list_write<E: StateValue, N: Namespace>(
@@ -155,12 +153,7 @@ impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
             self.account(old, new)?;
         }
         let (key, map) = self.kg_mut::<N, Vec<TtlValue<E>>>(id)?;
-        match map.get_mut(&KeyNs(key, ns)) {
-            Some(list) => *list = values,
-            None => {
-                map.insert((key.clone(), ns.clone()), values);
-            }
-        }
+        map.entry_ref(&KeyNs(key, ns)).insert(values);
         Ok(())
     }
 
@@ -197,16 +190,7 @@ impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
             self.account(old_entry, new)?;
         }
         let (key, map) = self.kg_mut::<N, hashbrown::HashMap<UK, TtlValue<UV>>>(id)?;
-        match map.get_mut(&KeyNs(key, ns)) {
-            Some(m) => {
-                m.insert(user_key, value);
-            }
-            None => {
-                let mut m = hashbrown::HashMap::new();
-                m.insert(user_key, value);
-                map.insert((key.clone(), ns.clone()), m);
-            }
-        }
+        map.entry_ref(&KeyNs(key, ns)).or_default().insert(user_key, value);
         Ok(())
     }
 
@@ -322,6 +306,11 @@ impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
     fn approximate_entries(&mut self, id: StateId) -> Result<u64> {
         let state = self.states.get(id.0 as usize).ok_or_else(|| unknown_id(id))?;
         Ok(state.table.len() as u64)
+    }
+
+    fn approximate_size(&mut self, id: StateId) -> Result<u64> {
+        let state = self.states.get(id.0 as usize).ok_or_else(|| unknown_id(id))?;
+        Ok(state.table.estimate_bytes())
     }
 
     fn snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<KeyedSnapshotHandle>> {

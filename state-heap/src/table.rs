@@ -37,6 +37,14 @@ impl<K: Eq, N: Eq> Equivalent<(K, N)> for KeyNs<'_, K, N> {
     }
 }
 
+/// The owned key of a vacant entry found by a borrowed lookup (`entry_ref`): the key
+/// and namespace are cloned only when an entry is inserted, and hashed once.
+impl<K: Clone, N: Clone> From<&KeyNs<'_, K, N>> for (K, N) {
+    fn from(k: &KeyNs<'_, K, N>) -> Self {
+        (k.0.clone(), k.1.clone())
+    }
+}
+
 /// What a table stores per (key, namespace): a value, a list or a map, each element
 /// with its TTL timestamp.
 pub(crate) trait Stored: Clone + Send + Sync + 'static {

@@ -1,7 +1,6 @@
 //! Full snapshots: a RocksDB checkpoint (hard links) taken synchronously, written in
 //! the canonical format by the asynchronous part, key group by key group.
 
-use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,7 +13,7 @@ use state_api::{
     AsyncSnapshot, CheckpointStorage, Clock, KeyedSnapshotHandle, Result, StateError, StateKey, TtlConfig,
 };
 
-use crate::backend::{NsLenFn, RocksDbKeyedStateBackend};
+use crate::backend::RocksDbKeyedStateBackend;
 use crate::column_family::{cf_name, cf_options};
 use crate::instance::{INSTANCE, db_err};
 use crate::layout::{corrupt, encoded_len, list_elements, put_key_group, split_value};
@@ -40,16 +39,18 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             .map(|s| SnapState {
                 meta: s.meta.clone(),
                 cleanup: s.ttl.clone().filter(TtlConfig::is_cleanup_full_snapshot),
-                ns_len: Some(s.ns_len),
+                ns_len: Some(Arc::new(s.ns_len) as EncodedLen),
+                raw: false,
             })
             .collect();
         states.extend(self.restored.values().map(|m| SnapState {
             meta: m.clone(),
             cleanup: None,
             ns_len: None,
+            raw: true,
         }));
         let has_raw = self.db.cf_handle(RAW_CF).is_some();
-        let job = FullSnapshot::<K> {
+        let job = FullSnapshot {
             dir: snap_dir,
             config: self.config.clone(),
             clock: Arc::clone(&self.clock),
@@ -65,7 +66,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             has_raw,
             prefix_len: self.prefix_len,
             now,
-            _k: PhantomData,
+            key_len: Arc::new(encoded_len::<K>),
         };
         let keep_dir = self.db.hold_dir();
         Ok(AsyncSnapshot::new(checkpoint_id, move |storage| {
@@ -80,29 +81,39 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
 /// A canonical map entry being assembled: key, namespace, (user key, timestamp, value)s.
 pub(crate) type MapGroup = (Vec<u8>, Vec<u8>, Vec<(Vec<u8>, i64, Vec<u8>)>);
 
+/// How many bytes of a key (or of what follows the key: a namespace) one encoded value
+/// takes; `None` when they do not decode.
+pub type EncodedLen = Arc<dyn Fn(&[u8]) -> Option<usize> + Send + Sync>;
+
 pub(crate) struct SnapState {
-    meta: StateMeta,
-    cleanup: Option<TtlConfig>,
-    ns_len: Option<NsLenFn>,
+    pub(crate) meta: StateMeta,
+    pub(crate) cleanup: Option<TtlConfig>,
+    /// Splits a map entry's namespace from its user key (`None`: a restored state not
+    /// registered, whose map entries cannot be split).
+    pub(crate) ns_len: Option<EncodedLen>,
+    /// Whether restored canonical blocks of this state may wait in the `_restored`
+    /// column family (passed through unchanged).
+    pub(crate) raw: bool,
 }
 
 /// The asynchronous part of a full snapshot: reads the RocksDB checkpoint and writes the
 /// canonical format, key group by key group.
-pub(crate) struct FullSnapshot<K> {
-    dir: PathBuf,
-    config: RocksDbConfig,
-    clock: Arc<dyn Clock>,
-    header: SnapshotHeader,
-    states: Vec<SnapState>,
+pub(crate) struct FullSnapshot {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: RocksDbConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) header: SnapshotHeader,
+    pub(crate) states: Vec<SnapState>,
     /// Whether the `_restored` column family exists.
-    has_raw: bool,
-    prefix_len: usize,
-    now: i64,
-    _k: PhantomData<fn() -> K>,
+    pub(crate) has_raw: bool,
+    pub(crate) prefix_len: usize,
+    pub(crate) now: i64,
+    /// The length of a key's encoding.
+    pub(crate) key_len: EncodedLen,
 }
 
-impl<K: StateKey> FullSnapshot<K> {
-    fn write(&self, storage: &dyn CheckpointStorage) -> Result<KeyedSnapshotHandle> {
+impl FullSnapshot {
+    pub(crate) fn write(&self, storage: &dyn CheckpointStorage) -> Result<KeyedSnapshotHandle> {
         let mut cfs: Vec<ColumnFamilyDescriptor> = self
             .states
             .iter()
@@ -135,7 +146,7 @@ impl<K: StateKey> FullSnapshot<K> {
                 self.write_block(iter, s, section)?;
                 section.finish_block(si as u32);
                 // Restored, unregistered: its canonical block passes through unchanged.
-                if s.ns_len.is_none()
+                if s.raw
                     && let Some(raw_cf) = db.cf_handle(RAW_CF)
                 {
                     let got = db
@@ -187,7 +198,7 @@ impl<K: StateKey> FullSnapshot<K> {
             let rest = k
                 .get(self.prefix_len..)
                 .ok_or_else(|| corrupt(name, "key shorter than its key group"))?;
-            let klen = encoded_len::<K>(rest).ok_or_else(|| corrupt(name, "key does not decode"))?;
+            let klen = (self.key_len)(rest).ok_or_else(|| corrupt(name, "key does not decode"))?;
             let (key, after) = rest.split_at(klen);
             match shape {
                 StateShape::Value => {
@@ -224,7 +235,7 @@ impl<K: StateKey> FullSnapshot<K> {
                     }
                 }
                 StateShape::Map => {
-                    let ns_len = s.ns_len.ok_or_else(|| {
+                    let ns_len = s.ns_len.as_ref().ok_or_else(|| {
                         StateError::InvalidArgument(format!(
                             "map state `{name}` was restored but not registered: register it before taking a full snapshot"
                         ))

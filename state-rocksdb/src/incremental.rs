@@ -199,7 +199,11 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     }
 }
 
-fn download(h: &IncrementalKeyedHandle, dir: &std::path::Path, storage: &dyn CheckpointStorage) -> Result<()> {
+pub(crate) fn download(
+    h: &IncrementalKeyedHandle,
+    dir: &std::path::Path,
+    storage: &dyn CheckpointStorage,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io(format!("creating `{}`", dir.display())))?;
     let files: Vec<(StreamHandle, PathBuf)> = h
         .files()

@@ -19,6 +19,7 @@ mod instance;
 pub mod layout;
 mod migrate;
 mod native_metrics;
+mod offline;
 mod ops;
 mod options;
 mod restore;
@@ -26,6 +27,7 @@ mod timers;
 
 pub use backend::{RocksDbBackendFactory, RocksDbKeyedStateBackend};
 pub use column_family::column_family_name;
+pub use offline::{EncodedLen, incremental_to_canonical};
 pub use options::{OptionsOverride, PredefinedOptions, RocksDbConfig};
 pub use timers::{
     RocksDbBackendTimerQueue, RocksDbTimerQueue, RocksDbTimerStorage, RocksDbTimerStore, TIMER_CF_PREFIX,

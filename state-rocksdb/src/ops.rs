@@ -495,6 +495,19 @@ impl<K: StateKey> RawKeyedBackend for RocksDbKeyedStateBackend<K> {
             .unwrap_or(0))
     }
 
+    fn approximate_size(&mut self, id: StateId) -> Result<u64> {
+        let (_, cf) = state_and_cf!(self, id);
+        let mut bytes = 0;
+        for property in ["rocksdb.estimate-live-data-size", "rocksdb.cur-size-all-mem-tables"] {
+            bytes += self
+                .db
+                .property_int_value_cf(cf, property)
+                .map_err(|e| db_err(format!("reading `{property}`"), e))?
+                .unwrap_or(0);
+        }
+        Ok(bytes)
+    }
+
     fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
         self.confirm_checkpoint(checkpoint_id);
     }

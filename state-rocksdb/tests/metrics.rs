@@ -87,6 +87,11 @@ fn a_checkpoint_cycle_is_measured() {
         HeapKeyedStateBackend::<u64>::restore(&ctx, std::slice::from_ref(&full), &storage).unwrap();
         RocksDbKeyedStateBackend::<u64>::restore(&ctx, RocksDbConfig::default(), &[full_rocks], &storage).unwrap();
         assert_eq!(state_api::metrics::report_entries(&mut heap, &h).unwrap(), 20_000);
+        let heap_bytes = state_api::metrics::report_size(&mut heap, &h).unwrap();
+        let rocks_bytes = state_api::metrics::report_size(&mut rocks, &r).unwrap();
+        // 20,000 u64 keys and values: at least one byte of each, well under a kilobyte.
+        assert!((40_000..20_000_000).contains(&heap_bytes), "{heap_bytes}");
+        assert!((40_000..20_000_000).contains(&rocks_bytes), "{rocks_bytes}");
         let native = rocks.report_native_metrics().unwrap();
         assert!(native["rocksdb.estimate-num-keys"] > 0, "{native:?}");
         state_api::metrics::report_managed_memory(0, 1 << 20, 4096);
@@ -114,6 +119,14 @@ fn a_checkpoint_cycle_is_measured() {
         assert_eq!(
             gauge(&seen, names::ESTIMATED_ENTRIES, &[("backend", "heap"), ("state", "v")]),
             20_000.0
+        );
+        assert_eq!(
+            gauge(&seen, names::ESTIMATED_SIZE, &[("backend", "heap"), ("state", "v")]),
+            heap_bytes as f64
+        );
+        assert_eq!(
+            gauge(&seen, names::ESTIMATED_SIZE, &[("backend", "rocksdb"), ("state", "v")]),
+            rocks_bytes as f64
         );
         assert!(
             gauge(

@@ -31,6 +31,18 @@ pub fn to_json(schema: &Schema, bytes: &[u8]) -> Value {
     json!({ "hex": hex(bytes) })
 }
 
+/// How many leading bytes of `bytes` one value of `schema` takes, or `None` when the
+/// schema is not structural or the bytes do not decode (used to split concatenated
+/// encodings, such as RocksDB's key + namespace keys).
+pub fn encoded_len(schema: &Schema, bytes: &[u8]) -> Option<usize> {
+    if !schema.is_structural() {
+        return None;
+    }
+    let mut input = bytes;
+    decode(schema, &mut input, &mut Vec::new()).ok()?;
+    Some(bytes.len() - input.len())
+}
+
 fn take<'a>(input: &mut &'a [u8], n: usize) -> R<&'a [u8]> {
     if input.len() < n {
         return Err(DecodeError("runs past the end".into()));

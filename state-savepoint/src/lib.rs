@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod diff;
+mod incremental;
 mod inspect;
 pub mod json;
 mod location;
@@ -42,7 +43,8 @@ mod writer;
 pub use diff::{Diff, StateDiff, diff};
 pub use inspect::{Inspection, OperatorInfo, SharedFileInfo, StateInfo, StreamInfo, SubtaskInfo, inspect};
 pub use location::Location;
-pub use reader::{RawKeyedEntry, SavepointReader};
+pub use reader::{RawKeyedEntry, SavepointReader, TimerRecord};
+pub use state_timers::TimeDomain;
 pub use transform::SavepointTransform;
 pub use verify::{Problem, Verification, verify};
 pub use writer::{OperatorBuilder, SavepointWriter};

@@ -2,20 +2,24 @@
 //! their entries, typed (given the types) or raw.
 
 use state_api::raw::format::{KeyedStreamReader, RawEntry, deserialize};
-use state_api::raw::{StateMeta, StateShape};
+use state_api::raw::{StateMeta, StateShape, check_key, type_name_of};
 use state_api::{
     CheckpointStorage, DefaultOperatorStateBackend, KeyedSnapshotHandle, Namespace, OperatorSnapshot, Result, Schema,
     StateError, StateKey, StateKind, StateValue,
 };
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions};
+use state_timers::{EVENT_TIME, PROCESSING_TIME, TimeDomain, timer_of};
 
+use crate::incremental::Converted;
 use crate::location::Location;
 
 /// An opened savepoint or checkpoint (Flink's `SavepointReader`).
 ///
 /// Keyed state is read from canonical streams (heap and RocksDB full snapshots,
-/// savepoints); a RocksDB incremental checkpoint is listed by [`crate::inspect`] but its
-/// entries need a RocksDB backend restored from it.
+/// savepoints, timers). The entries of a RocksDB incremental checkpoint are read with
+/// the `rocksdb` feature: its files are downloaded to a temporary directory, opened
+/// read-only and read as a full snapshot of them would read; without the feature it is
+/// listed by [`crate::inspect`] and checked by [`crate::verify`] only.
 pub struct SavepointReader {
     location: Location,
     storage: FsCheckpointStorage,
@@ -29,6 +33,21 @@ impl std::fmt::Debug for SavepointReader {
             .field("checkpoint_id", &self.meta.checkpoint_id)
             .finish()
     }
+}
+
+/// One timer of a savepoint, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerRecord<K, N> {
+    /// Its queue.
+    pub domain: TimeDomain,
+    /// When it fires (milliseconds).
+    pub timestamp: i64,
+    /// The key group it is in.
+    pub key_group: u32,
+    /// The key it fires for.
+    pub key: K,
+    /// Its namespace (a window, say).
+    pub namespace: N,
 }
 
 /// One raw entry of a keyed state, with the key group it is in.
@@ -92,12 +111,13 @@ impl SavepointReader {
             .collect())
     }
 
-    /// The keyed states of operator `id`, as their snapshots record them.
+    /// The keyed states of operator `id`, as their snapshots record them (timer queues
+    /// appear as the pseudo-states [`EVENT_TIME`] and [`PROCESSING_TIME`]).
     pub fn keyed_states(&self, id: &str) -> Result<Vec<StateMeta>> {
         let mut out: Vec<StateMeta> = Vec::new();
         let op = self.operator(id)?;
         for s in &op.subtasks {
-            for h in &s.state.keyed {
+            for h in s.state.keyed.iter().chain(&s.state.timers) {
                 let reader = KeyedStreamReader::open(self.storage.open_input(&h.stream)?, &h.stream.describe())?;
                 for m in &reader.header().states {
                     if !out.iter().any(|o| o.name == m.name) {
@@ -118,30 +138,44 @@ impl SavepointReader {
 
     /// Calls `f` with every entry of keyed state `state` of operator `id`, key group by
     /// key group, subtask by subtask. Every section read is checksummed.
-    pub fn for_each_entry(
+    pub fn for_each_entry(&self, id: &str, state: &str, f: impl FnMut(RawKeyedEntry<'_>) -> Result<()>) -> Result<()> {
+        self.entries_of(id, state, None, f)
+    }
+
+    /// [`for_each_entry`](Self::for_each_entry), first checking every stream's key type
+    /// against `key` (name and schema) when given.
+    fn entries_of(
         &self,
         id: &str,
         state: &str,
+        key: Option<(&String, &Schema)>,
         mut f: impl FnMut(RawKeyedEntry<'_>) -> Result<()>,
     ) -> Result<()> {
         let op = self.operator(id)?;
         let mut found = false;
         for s in &op.subtasks {
-            if !s.state.incremental.is_empty() {
-                return Err(StateError::Unsupported {
-                    what: format!(
-                        "reading the entries of operator `{id}`: it holds RocksDB incremental (native) snapshots; \
-                         restore a RocksDB backend from them or take a savepoint"
-                    ),
-                });
-            }
-            for h in &s.state.keyed {
+            // Incremental (native) snapshots are read through their canonical form.
+            let converted = crate::incremental::canonical(id, &s.state.incremental, &self.storage)?;
+            // Timer streams hold the pseudo-states `_timers/event_time` and
+            // `_timers/processing_time`, readable like any other state.
+            let own = s.state.keyed.iter().chain(&s.state.timers);
+            let streams = own
+                .map(|h| (h, &self.storage as &dyn CheckpointStorage))
+                .chain(converted.iter().flat_map(Converted::streams));
+            for (h, storage) in streams {
                 let name = h.stream.describe();
-                let mut reader = KeyedStreamReader::open(self.storage.open_input(&h.stream)?, &name)?;
+                let mut reader = KeyedStreamReader::open(storage.open_input(&h.stream)?, &name)?;
                 if !reader.header().states.iter().any(|m| m.name == state) {
                     continue;
                 }
                 found = true;
+                if let Some(requested) = key {
+                    let header = reader.header();
+                    check_key(
+                        (&header.key_type, &header.key_schema),
+                        (requested.0.as_str(), requested.1),
+                    )?;
+                }
                 let key_schema = reader.header().key_schema.clone();
                 for kg in h.key_group_range.iter() {
                     let section = reader.read_section(kg)?;
@@ -199,7 +233,8 @@ impl SavepointReader {
         }
         Self::check_types(&stored, StateMeta::of::<N, V>(state, stored.kind, None))?;
         let mut out = Vec::new();
-        self.for_each_entry(id, state, |e| {
+        let key = (type_name_of::<K>(), Schema::of::<K>());
+        self.entries_of(id, state, Some((&key.0, &key.1)), |e| {
             if let RawEntry::Value {
                 key, namespace, value, ..
             } = e.entry
@@ -226,7 +261,8 @@ impl SavepointReader {
             StateMeta::of::<N, V>(state, StateKind::List, None),
         )?;
         let mut out = Vec::new();
-        self.for_each_entry(id, state, |e| {
+        let key = (type_name_of::<K>(), Schema::of::<K>());
+        self.entries_of(id, state, Some((&key.0, &key.1)), |e| {
             if let RawEntry::List { key, namespace, items } = e.entry {
                 let items = items
                     .iter()
@@ -256,7 +292,8 @@ impl SavepointReader {
             StateMeta::of::<N, UV>(state, StateKind::Map, user_key),
         )?;
         let mut out = Vec::new();
-        self.for_each_entry(id, state, |e| {
+        let key = (type_name_of::<K>(), Schema::of::<K>());
+        self.entries_of(id, state, Some((&key.0, &key.1)), |e| {
             if let RawEntry::Map {
                 key,
                 namespace,
@@ -278,6 +315,52 @@ impl SavepointReader {
             }
             Ok(())
         })?;
+        Ok(out)
+    }
+
+    /// The timers of operator `id` (both queues, every subtask's), with keys of type `K`
+    /// and namespaces of type `N`, checked against the stored schemas first; in key-group
+    /// order, then firing order within a key group.
+    pub fn read_timers<K: StateKey, N: Namespace>(&self, id: &str) -> Result<Vec<TimerRecord<K, N>>> {
+        let op = self.operator(id)?;
+        let (key, namespace) = (
+            (type_name_of::<K>(), Schema::of::<K>()),
+            (type_name_of::<N>(), Schema::of::<N>()),
+        );
+        let mut out = Vec::new();
+        for h in op.subtasks.iter().flat_map(|s| &s.state.timers) {
+            let name = h.stream.describe();
+            let mut reader = KeyedStreamReader::open(self.storage.open_input(&h.stream)?, &name)?;
+            let header = reader.header().clone();
+            check_key((&header.key_type, &header.key_schema), (&key.0, &key.1))?;
+            for m in &header.states {
+                let mut requested = m.clone();
+                requested.namespace_type = namespace.0.clone();
+                requested.namespace_schema = namespace.1.clone();
+                m.check_compatible(&requested)?;
+            }
+            for kg in h.key_group_range.iter() {
+                let section = reader.read_section(kg)?;
+                for block in section.blocks()? {
+                    let domain = match block.meta.name.as_str() {
+                        EVENT_TIME => TimeDomain::EventTime,
+                        PROCESSING_TIME => TimeDomain::ProcessingTime,
+                        _ => continue,
+                    };
+                    for entry in &block.entries {
+                        if let Some(t) = timer_of(entry, kg, &name)? {
+                            out.push(TimerRecord {
+                                domain,
+                                timestamp: t.timestamp,
+                                key_group: kg,
+                                key: deserialize(&t.key, &block.meta.name, "key")?,
+                                namespace: deserialize(&t.namespace, &block.meta.name, "namespace")?,
+                            });
+                        }
+                    }
+                }
+            }
+        }
         Ok(out)
     }
 

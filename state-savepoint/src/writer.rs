@@ -20,11 +20,11 @@
 use std::collections::BTreeMap;
 
 use state_api::keygroup::{key_group_and_bytes, key_group_range_for_operator};
-use state_api::raw::StateMeta;
-use state_api::raw::format::{SnapshotHeader, put_bytes, put_varint, write_keyed_stream};
+use state_api::raw::format::{RawEntry, SnapshotHeader, put_raw_entry, write_keyed_stream};
+use state_api::raw::{StateMeta, TtlMeta};
 use state_api::{
     KeyGroupRange, Namespace, OperatorId, Result, Schema, StateError, StateKey, StateKind, StateValue, SubtaskState,
-    VoidNamespace,
+    TtlConfig, VoidNamespace,
 };
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 
@@ -55,6 +55,9 @@ pub struct OperatorBuilder<K> {
     id: OperatorId,
     max_parallelism: u32,
     states: Vec<(StateMeta, Entries)>,
+    /// Per state (same index), the last-access timestamp written with every entry of a
+    /// TTL state.
+    ttl_stamps: Vec<Option<i64>>,
     _k: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -67,6 +70,7 @@ impl<K: StateKey> OperatorBuilder<K> {
             id: OperatorId::new(id)?,
             max_parallelism,
             states: Vec::new(),
+            ttl_stamps: Vec::new(),
             _k: std::marker::PhantomData,
         })
     }
@@ -114,6 +118,24 @@ impl<K: StateKey> OperatorBuilder<K> {
             true
         });
         self.states.push((meta, grouped));
+        self.ttl_stamps.push(None);
+        Ok(self)
+    }
+
+    /// Gives the state `name` (added before) a time to live: a job restoring the
+    /// savepoint must register it with a TTL of the same length, and every entry counts
+    /// as last written at `written_at` (milliseconds on the job's clock; the bootstrap
+    /// time, typically), so it expires `ttl` after that unless it is written again.
+    pub fn with_ttl(&mut self, name: &str, ttl: &TtlConfig, written_at: i64) -> Result<&mut Self> {
+        let index = self
+            .states
+            .iter()
+            .position(|(m, _)| m.name == name)
+            .ok_or_else(|| StateError::UnknownState { name: name.to_string() })?;
+        self.states[index].0.ttl = Some(TtlMeta {
+            ttl_millis: ttl.ttl_millis().max(0) as u64,
+        });
+        self.ttl_stamps[index] = Some(written_at);
         Ok(self)
     }
 
@@ -195,30 +217,34 @@ impl<K: StateKey> OperatorBuilder<K> {
             checkpoint_id,
             states: self.states.iter().map(|(m, _)| m.clone()).collect(),
         };
-        let states = &self.states;
+        let (states, stamps) = (&self.states, &self.ttl_stamps);
         let handle = write_keyed_stream(storage, &header, &format!("keyed-{}", self.id), |kg, section| {
             for (index, (_, grouped)) in states.iter().enumerate() {
+                let stamp = stamps[index];
                 let start = grouped.partition_point(|e| e.key_group < kg);
                 for e in grouped[start..].iter().take_while(|e| e.key_group == kg) {
-                    let block = section.block();
-                    put_bytes(block, &e.key);
-                    put_bytes(block, &e.namespace);
-                    match &e.payload {
-                        Payload::Value(v) => put_bytes(block, v),
-                        Payload::List(items) => {
-                            put_varint(block, items.len() as u64);
-                            for v in items {
-                                put_bytes(block, v);
-                            }
-                        }
-                        Payload::Map(map) => {
-                            put_varint(block, map.len() as u64);
-                            for (uk, uv) in map {
-                                put_bytes(block, uk);
-                                put_bytes(block, uv);
-                            }
-                        }
-                    }
+                    // TTL states carry each value's last-access time.
+                    let ts = stamp.unwrap_or(0);
+                    let (key, namespace) = (e.key.as_slice(), e.namespace.as_slice());
+                    let entry = match &e.payload {
+                        Payload::Value(v) => RawEntry::Value {
+                            key,
+                            namespace,
+                            timestamp: ts,
+                            value: v,
+                        },
+                        Payload::List(items) => RawEntry::List {
+                            key,
+                            namespace,
+                            items: items.iter().map(|v| (ts, v.as_slice())).collect(),
+                        },
+                        Payload::Map(map) => RawEntry::Map {
+                            key,
+                            namespace,
+                            entries: map.iter().map(|(uk, uv)| (uk.as_slice(), ts, uv.as_slice())).collect(),
+                        },
+                    };
+                    put_raw_entry(section.block(), &entry, stamp.is_some());
                     section.entry_done();
                 }
                 section.finish_block(index as u32);

@@ -120,6 +120,12 @@ fn a_bootstrapped_savepoint_restores_everywhere_and_reads_back() {
             .read_lists::<u64, VoidNamespace, u32>("accounts", "account")
             .is_err()
     );
+    // ... and so is another key type.
+    assert!(
+        reader
+            .read_values::<i32, VoidNamespace, Account>("accounts", "account")
+            .is_err()
+    );
 }
 
 #[test]

@@ -62,19 +62,31 @@ impl TimerQueueInfo for HeapTimerQueue {
 }
 
 impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
-    fn add(&mut self, _host: &mut H, timer: &TimerEntry) -> Result<bool> {
+    fn add(&mut self, host: &mut H, timer: &TimerEntry) -> Result<bool> {
         let i = self.range.owned_index(timer.key_group)?;
         if self.groups[i].contains(timer) {
             return Ok(false);
         }
+        TimerQueue::<H>::add_owned(self, host, timer.clone())
+    }
+
+    /// One ordered-set insert; the entry is copied only when it becomes its key group's
+    /// head (and a pinned key group is copied only for a new timer).
+    fn add_owned(&mut self, _host: &mut H, timer: TimerEntry) -> Result<bool> {
+        let i = self.range.owned_index(timer.key_group)?;
+        if Arc::strong_count(&self.groups[i]) > 1 && self.groups[i].contains(&timer) {
+            return Ok(false);
+        }
         let group = Arc::make_mut(&mut self.groups[i]);
-        let old_head = group.first().cloned();
-        group.insert(timer.clone());
-        if old_head.as_ref().is_none_or(|h| timer < h) {
-            if let Some(h) = old_head {
-                self.heads.remove(&h);
+        // An equal timer is never below the head, so a new head is never a duplicate.
+        if group.first().is_none_or(|head| timer < *head) {
+            if let Some(old) = group.first() {
+                self.heads.remove(old);
             }
             self.heads.insert(timer.clone());
+        }
+        if !group.insert(timer) {
+            return Ok(false);
         }
         self.len += 1;
         Ok(true)
@@ -128,11 +140,19 @@ impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
         Ok(true)
     }
 
-    fn poll(&mut self, host: &mut H) -> Result<Option<TimerEntry>> {
-        let Some(head) = self.heads.first().cloned() else {
+    /// Takes the first head and its key group's first timer (the same entry) without
+    /// copying either; the key group's next timer becomes a head.
+    fn poll(&mut self, _host: &mut H) -> Result<Option<TimerEntry>> {
+        let Some(head) = self.heads.pop_first() else {
             return Ok(None);
         };
-        TimerQueue::<H>::remove(self, host, &head)?;
+        let i = self.range.owned_index(head.key_group)?;
+        let group = Arc::make_mut(&mut self.groups[i]);
+        group.pop_first();
+        if let Some(next) = group.first() {
+            self.heads.insert(next.clone());
+        }
+        self.len -= 1;
         Ok(Some(head))
     }
 

@@ -56,8 +56,8 @@ pub mod workdir;
 pub use cached::{CachedTimerQueue, DEFAULT_CACHE_SIZE, OrderedTimerStore, PinnedStore, StoreEntries};
 pub use heap_queue::HeapTimerQueue;
 pub use lmdb::{DEFAULT_MAP_SIZE, LmdbConfig, LmdbTimerQueue, LmdbTimerStore};
-pub use service::InternalTimerService;
-pub use snapshot::{EVENT_TIME, PROCESSING_TIME};
+pub use service::{InternalTimerService, TimeDomain};
+pub use snapshot::{EVENT_TIME, PROCESSING_TIME, timer_of};
 pub use timer_storage::{EitherQueue, StandaloneTimerQueue, TimerStorage};
 
 #[cfg(doctest)]

@@ -86,8 +86,8 @@ fn serialization(role: &'static str, e: postcard::Error) -> StateError {
 }
 
 /// Which clock a timer follows (Flink's `TimeDomain`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimeDomain {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimeDomain {
     /// The watermark.
     EventTime,
     /// The wall clock.
@@ -372,7 +372,7 @@ where
 {
     fn register_event_time_timer(&mut self, backend: &mut B, namespace: &N, timestamp: i64) -> Result<()> {
         let entry = self.entry(backend, namespace, timestamp)?;
-        self.event.add(backend, &entry).map(|_| ())
+        self.event.add_owned(backend, entry).map(|_| ())
     }
 
     fn delete_event_time_timer(&mut self, backend: &mut B, namespace: &N, timestamp: i64) -> Result<()> {
@@ -382,7 +382,7 @@ where
 
     fn register_processing_time_timer(&mut self, backend: &mut B, namespace: &N, timestamp: i64) -> Result<()> {
         let entry = self.entry(backend, namespace, timestamp)?;
-        self.processing.add(backend, &entry).map(|_| ())
+        self.processing.add_owned(backend, entry).map(|_| ())
     }
 
     fn delete_processing_time_timer(&mut self, backend: &mut B, namespace: &N, timestamp: i64) -> Result<()> {

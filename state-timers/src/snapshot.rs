@@ -33,6 +33,29 @@ pub(crate) fn timer_meta(name: &str, namespace: (&str, &Schema)) -> StateMeta {
     }
 }
 
+/// The timer an entry of a timer stream's key group `key_group` holds (`None` for an
+/// entry that is not value-shaped); `source_name` names the stream in errors.
+pub fn timer_of(entry: &RawEntry<'_>, key_group: u32, source_name: &str) -> Result<Option<TimerEntry>> {
+    let RawEntry::Value {
+        key, namespace, value, ..
+    } = entry
+    else {
+        return Ok(None);
+    };
+    let ts: [u8; 8] = (*value).try_into().map_err(|_| StateError::Corrupt {
+        source_name: source_name.to_string(),
+        section: format!("key group {key_group}"),
+        detail: format!("timer timestamp of {} bytes", value.len()),
+        source: None,
+    })?;
+    Ok(Some(TimerEntry {
+        timestamp: i64::from_be_bytes(ts),
+        key_group,
+        key: key.to_vec(),
+        namespace: namespace.to_vec(),
+    }))
+}
+
 /// What the synchronous part pinned.
 pub(crate) struct PinnedQueues {
     pub header: SnapshotHeader,
@@ -105,25 +128,9 @@ pub(crate) fn restore<H: ?Sized, Q: TimerQueue<H>>(
                     continue;
                 };
                 for entry in &block.entries {
-                    let RawEntry::Value {
-                        key, namespace, value, ..
-                    } = entry
-                    else {
-                        continue;
-                    };
-                    let ts: [u8; 8] = (*value).try_into().map_err(|_| StateError::Corrupt {
-                        source_name: name.clone(),
-                        section: format!("key group {kg}"),
-                        detail: format!("timer timestamp of {} bytes", value.len()),
-                        source: None,
-                    })?;
-                    let timer = TimerEntry {
-                        timestamp: i64::from_be_bytes(ts),
-                        key_group: kg,
-                        key: key.to_vec(),
-                        namespace: namespace.to_vec(),
-                    };
-                    batch.push(timer);
+                    if let Some(timer) = timer_of(entry, kg, &name)? {
+                        batch.push(timer);
+                    }
                 }
             }
             restored += event.add_all(host, &event_timers)?;

@@ -39,6 +39,9 @@ impl<H: ?Sized, A: TimerQueue<H>, B: TimerQueue<H>> TimerQueue<H> for EitherQueu
     fn add(&mut self, host: &mut H, timer: &TimerEntry) -> Result<bool> {
         either!(self, q => q.add(host, timer))
     }
+    fn add_owned(&mut self, host: &mut H, timer: TimerEntry) -> Result<bool> {
+        either!(self, q => q.add_owned(host, timer))
+    }
     fn add_all(&mut self, host: &mut H, timers: &[TimerEntry]) -> Result<usize> {
         either!(self, q => q.add_all(host, timers))
     }

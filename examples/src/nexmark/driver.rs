@@ -12,7 +12,6 @@
 //! Over 500 lines: one job loop (source, query, sink, watermarks, checkpoint triggering, restore) kept in one place so its order of events reads top to bottom.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write as _};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
@@ -29,6 +28,7 @@ use state_heap::MemoryCheckpointStorage;
 use super::events::{WATERMARK_LAG_MS, stream};
 use super::queries::{Query, QueryKind, Timers};
 use super::runtime::{KeyedPart, Runtime};
+use crate::progress::Progress;
 
 /// Events between watermarks.
 pub const WATERMARK_EVERY: u64 = 1_000;
@@ -479,8 +479,7 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
     };
     let mut out: Vec<String> = Vec::new();
     let mut pending: Option<Pending> = None;
-    let mut last_print = Instant::now();
-    let tty = std::io::stderr().is_terminal();
+    let mut progress = Progress::new(format!("{} {}", cfg.query.name(), rt.name()), cfg.events, cfg.progress);
     let processed_from = next_event;
 
     let mut source = stream(next_event);
@@ -516,26 +515,14 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
             next_id += 1;
             summary.sync_max = summary.sync_max.max(t.elapsed());
         }
-        if cfg.progress && last_print.elapsed() > Duration::from_millis(if tty { 250 } else { 5000 }) {
-            last_print = Instant::now();
-            let secs = started.elapsed().as_secs_f64();
-            let line = format!(
-                "{} {}: {next_event}/{} events ({:.0}%), {:.0} events/s, {} checkpoints, {} timers",
-                cfg.query.name(),
-                rt.name(),
-                cfg.events,
-                next_event as f64 * 100.0 / cfg.events.max(1) as f64,
-                (next_event - processed_from) as f64 / secs,
+        progress.update(next_event, || {
+            format!(
+                "{:.0} events/s, {} checkpoints, {} timers",
+                (next_event - processed_from) as f64 / started.elapsed().as_secs_f64().max(1e-9),
                 summary.checkpoints,
                 timers.event_queue().len()
-            );
-            if tty {
-                eprint!("\r{line}   ");
-            } else {
-                eprintln!("{line}");
-            }
-            let _ = std::io::stderr().flush();
-        }
+            )
+        });
     }
     if let Some(p) = pending.take() {
         ckpt.finish(p, &mut backend, &mut summary, &mut results)?;
@@ -558,9 +545,7 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
     }
     fs.store()
         .write_all(&fs.store_path(DONE), results.len().to_string().into_bytes())?;
-    if cfg.progress && tty {
-        eprintln!();
-    }
+    progress.finish();
     summary.events_processed = next_event - processed_from;
     summary.elapsed = started.elapsed();
     summary.incremental = rt.incremental();

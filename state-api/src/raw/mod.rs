@@ -112,6 +112,12 @@ pub trait RawKeyedBackend: Send + Sized + std::fmt::Debug {
         ns: &N,
         values: Vec<TtlValue<E>>,
     ) -> Result<()>;
+    /// Appends one element to the list for the current key and `ns` (a list's `add`).
+    /// The default wraps it in a vector for [`raw_list_append`](Self::raw_list_append);
+    /// a backend holding lists in memory pushes it without that allocation.
+    fn raw_list_push<E: StateValue, N: Namespace>(&mut self, id: StateId, ns: &N, value: TtlValue<E>) -> Result<()> {
+        self.raw_list_append(id, ns, vec![value])
+    }
     /// Appends the lists of `sources` (for the current key) to the list in `target`, in
     /// order, and removes the sources; elements keep their timestamps, and empty or
     /// missing sources create nothing. `target` is never among `sources`. The default
@@ -186,6 +192,12 @@ pub trait RawKeyedBackend: Send + Sized + std::fmt::Debug {
     /// on the heap, stored entries (a map's user keys counted one by one) as RocksDB
     /// estimates them.
     fn approximate_entries(&mut self, id: StateId) -> Result<u64>;
+
+    /// About how many bytes `id` takes (for metrics, sampled now and then): on the heap,
+    /// the serialized size of its entries plus their keys (a walk over the state); in
+    /// RocksDB, the estimated live data of its column family plus its memtables (two
+    /// property reads).
+    fn approximate_size(&mut self, id: StateId) -> Result<u64>;
 
     /// The synchronous part of a snapshot: cheap, on the task thread. The returned
     /// [`AsyncSnapshot`] writes the state as it was at this call, to any storage, on

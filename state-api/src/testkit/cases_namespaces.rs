@@ -137,6 +137,29 @@ pub fn keys_and_namespaces_lists_every_pair_once<F: KeyedBackendFactory, S: Test
     assert!(b.approximate_entries(&v).unwrap() > 0);
 }
 
+/// The metrics estimates: entries and bytes grow as a state grows.
+pub fn approximate_entries_and_size_grow_with_the_state<F: KeyedBackendFactory, S: TestStorage>(
+    f: &F,
+    _new_storage: &dyn Fn() -> S,
+) {
+    let mut b = fresh::<F, u64>(f);
+    let big = b
+        .register(ValueStateDescriptor::<Vec<u8>>::new("big").in_namespace::<TestWindow>())
+        .unwrap();
+    let empty = b.approximate_size(&big).unwrap();
+    assert_eq!(b.approximate_entries(&big).unwrap(), 0);
+    for k in 0..1000u64 {
+        b.set_current_key(&k).unwrap();
+        b.value_in(&big, &w(0)).update(vec![7u8; 1024]).unwrap();
+    }
+    let grown = b.approximate_size(&big).unwrap();
+    assert!(
+        grown >= empty + 500 * 1024,
+        "1 MiB written, size estimate {empty} -> {grown}"
+    );
+    assert!(b.approximate_entries(&big).unwrap() > 0);
+}
+
 pub fn apply_to_all_keys_may_update_and_clear_the_visited_state<F: KeyedBackendFactory, S: TestStorage>(
     f: &F,
     _new_storage: &dyn Fn() -> S,

@@ -4,7 +4,11 @@
 
 use std::collections::BTreeSet;
 
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseResult;
+
 use super::SplitMix64;
+use super::model::{fail, proptest_runner};
 use crate::keygroup::KeyGroupRange;
 use crate::timer::{TimerEntry, TimerQueue, TimerQueueInfo};
 
@@ -172,41 +176,94 @@ pub fn timer_queue_pin_is_consistent_while_mutating<F: TimerQueueFactory>(f: &F)
     assert_eq!(q.len(), 3000);
 }
 
+/// One operation of the timer-queue model test.
+#[derive(Debug, Clone)]
+enum TimerOp {
+    Add(TimerEntry),
+    /// Removes the model's `n % (len + 1)`-th timer, or an absent one when that is `len`.
+    Remove(u64),
+    Poll,
+}
+
+fn timer_op() -> impl Strategy<Value = TimerOp> {
+    prop_oneof![
+        6 => (-100..200i64, 0..4u32, 0..40u8, 0..3u8).prop_map(|(ts, kg, k, n)| TimerOp::Add(t(ts, kg, &[k], &[n]))),
+        2 => any::<u64>().prop_map(TimerOp::Remove),
+        2 => Just(TimerOp::Poll),
+    ]
+}
+
+/// The sequence the hand-written test drew from SplitMix64 `seed` (4000 operations).
+fn seeded_timer_ops(seed: u64) -> Vec<TimerOp> {
+    let mut rng = SplitMix64(seed);
+    (0..4000)
+        .map(|_| match rng.below(10) {
+            0..=5 => TimerOp::Add(t(
+                rng.below(300) as i64 - 100,
+                rng.below(4) as u32,
+                &[rng.below(40) as u8],
+                &[rng.below(3) as u8],
+            )),
+            6 | 7 => TimerOp::Remove(rng.next_u64()),
+            _ => TimerOp::Poll,
+        })
+        .collect()
+}
+
+fn run_timer_ops<F: TimerQueueFactory>(f: &F, ops: &[TimerOp]) -> TestCaseResult {
+    let (mut h, mut q) = f.create(KeyGroupRange::new(0, 63), 128);
+    let mut model: BTreeSet<TimerEntry> = BTreeSet::new();
+    for (step, op) in ops.iter().enumerate() {
+        match op {
+            TimerOp::Add(e) => {
+                // By reference and owned (a timer service's register), alternately.
+                let added = if step % 2 == 0 {
+                    q.add(&mut h, e)
+                } else {
+                    q.add_owned(&mut h, e.clone())
+                };
+                prop_assert_eq!(added.map_err(fail)?, model.insert(e.clone()), "add, step {}", step);
+            }
+            TimerOp::Remove(n) => {
+                let candidate = model.iter().nth((n % (model.len() as u64 + 1)) as usize).cloned();
+                let e = candidate.unwrap_or_else(|| t(1, 1, b"absent", b""));
+                prop_assert_eq!(
+                    q.remove(&mut h, &e).map_err(fail)?,
+                    model.remove(&e),
+                    "remove, step {}",
+                    step
+                );
+            }
+            TimerOp::Poll => {
+                prop_assert_eq!(q.poll(&mut h).map_err(fail)?, model.pop_first(), "poll, step {}", step);
+            }
+        }
+        prop_assert_eq!(q.len(), model.len(), "len, step {}", step);
+        prop_assert_eq!(q.peek(), model.first(), "peek, step {}", step);
+    }
+    let mut rest = Vec::new();
+    while let Some(e) = q.poll(&mut h).map_err(fail)? {
+        rest.push(e);
+    }
+    prop_assert!(q.is_empty());
+    prop_assert_eq!(rest, model.into_iter().collect::<Vec<_>>());
+    Ok(())
+}
+
 /// Random adds, removes and polls against a `BTreeSet` model, with many timers in few
-/// key groups (more than a storage's per-key-group cache).
+/// key groups (more than a storage's per-key-group cache). The three seeds of the earlier
+/// hand-written test run first, as regressions; then `proptest` draws 32 sequences and
+/// shrinks a failing one (see [`model_random_operations_with_snapshots`](super::model_random_operations_with_snapshots)
+/// for the environment variables).
 pub fn timer_queue_model_random_operations<F: TimerQueueFactory>(f: &F) {
     for seed in [1u64, 2, 3] {
-        let (mut h, mut q) = f.create(KeyGroupRange::new(0, 63), 128);
-        let mut rng = SplitMix64(seed);
-        let mut model: BTreeSet<TimerEntry> = BTreeSet::new();
-        for step in 0..4000 {
-            match rng.below(10) {
-                0..=5 => {
-                    let e = t(
-                        rng.below(300) as i64 - 100,
-                        rng.below(4) as u32,
-                        &[rng.below(40) as u8],
-                        &[rng.below(3) as u8],
-                    );
-                    assert_eq!(q.add(&mut h, &e).unwrap(), model.insert(e), "seed {seed} step {step}");
-                }
-                6 | 7 => {
-                    let candidate = model.iter().nth(rng.below(model.len() as u64 + 1) as usize).cloned();
-                    let e = candidate.unwrap_or_else(|| t(1, 1, b"absent", b""));
-                    assert_eq!(
-                        q.remove(&mut h, &e).unwrap(),
-                        model.remove(&e),
-                        "seed {seed} step {step}"
-                    );
-                }
-                _ => {
-                    assert_eq!(q.poll(&mut h).unwrap(), model.pop_first(), "seed {seed} step {step}");
-                }
-            }
-            assert_eq!(q.len(), model.len(), "seed {seed} step {step}");
-            assert_eq!(q.peek(), model.first(), "seed {seed} step {step}");
+        if let Err(e) = run_timer_ops(f, &seeded_timer_ops(seed)) {
+            panic!("regression seed {seed}: {e}");
         }
-        assert_eq!(drain(&mut h, &mut q), model.into_iter().collect::<Vec<_>>());
+    }
+    let strategy = proptest::collection::vec(timer_op(), 1..2000);
+    if let Err(e) = proptest_runner(32).run(&strategy, |ops| run_timer_ops(f, &ops)) {
+        panic!("timer-queue model test failed: {e}");
     }
 }
 

@@ -146,6 +146,7 @@ macro_rules! __keyed_conformance_cases {
             merging_lists_with_ttl_keeps_their_elements,
             merging_reducing_and_aggregating_namespaces_combines_the_values,
             keys_and_namespaces_lists_every_pair_once,
+            approximate_entries_and_size_grow_with_the_state,
             apply_to_all_keys_may_update_and_clear_the_visited_state,
             clearing_every_state_leaves_no_entries,
             map_cursor_removes_and_updates_the_current_entry,

@@ -15,6 +15,7 @@ use state_fs::{FsCheckpointStorage, FsOptions};
 use state_heap::HeapKeyedStateBackend;
 
 mod cluster;
+mod flink;
 mod job;
 #[cfg(feature = "rocksdb")]
 mod memory;
@@ -92,12 +93,15 @@ fn main() -> Result<()> {
     if run("savepoint") {
         savepoint::savepoint_rows(if quick { 20_000 } else { 1_000_000 }, &mut rows)?;
     }
+    if run("flink") {
+        flink::flink_rows(quick, &mut rows)?;
+    }
     if run("cluster") {
         cluster::cluster_rows(if quick { 8_000 } else { 400_000 }, &mut rows)?;
     }
     if rows.is_empty() {
         return Err(state_api::StateError::InvalidArgument(format!(
-            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job, merge, migrate, savepoint, cluster",
+            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job, merge, migrate, savepoint, flink, cluster",
             only.unwrap_or_default()
         )));
     }

@@ -24,6 +24,7 @@ pub mod subtask;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::io::IsTerminal;
 use std::net::TcpListener;
 use std::rc::Rc;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -44,6 +45,7 @@ use subtask::Subtask;
 use super::events::stream;
 use super::queries::QueryKind;
 use super::runtime::Runtime;
+use crate::progress::Progress;
 
 /// The job's maximum parallelism (key groups).
 pub const MAX_PARALLELISM: u32 = 128;
@@ -509,7 +511,12 @@ fn run_worker<R: Runtime + 'static>(
             .next()
             .ok_or_else(|| StateError::InvalidArgument("missing subtask".into()))
     };
-    let mut last_print = Instant::now();
+    // On a terminal one bar (worker 0's) stands for the job; plain lines come from every worker.
+    let mut progress = Progress::new(
+        format!("worker {index}"),
+        plan.last.saturating_sub(plan.first) + 1,
+        cfg.progress && (index == 0 || !std::io::stderr().is_terminal()),
+    );
     macro_rules! feed {
         ($input:ident, $probe:ident, $select:expr) => {{
             $input.advance_to(plan.first);
@@ -532,16 +539,15 @@ fn run_worker<R: Runtime + 'static>(
                         return Err(err);
                     }
                 }
-                if cfg.progress && last_print.elapsed() > Duration::from_secs(2) {
-                    last_print = Instant::now();
-                    eprintln!(
-                        "worker {index}: epoch {e}/{}, {} events ({:.0} events/s), {} checkpoints completed",
+                progress.update(e - plan.first + 1, || {
+                    format!(
+                        "epoch {e}/{}, {} events ({:.0} events/s), {} checkpoints completed",
                         plan.last,
                         report.events,
                         report.events as f64 / t.elapsed().as_secs_f64().max(1e-9),
                         completed.get()
-                    );
-                }
+                    )
+                });
             }
             drop($input);
         }};
@@ -571,6 +577,7 @@ fn run_worker<R: Runtime + 'static>(
             return Err(err);
         }
     }
+    progress.finish();
     let stats: Vec<_> = subtasks.iter().map(|s| Arc::clone(&s.borrow().stats)).collect();
     drop(subtasks);
     report.elapsed = t.elapsed();
