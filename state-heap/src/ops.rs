@@ -25,6 +25,11 @@ impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
     }
 
     fn set_current_key(&mut self, key: &K) -> Result<()> {
+        // The same key again (a timer firing for it, several states per record): its
+        // key group is known.
+        if self.current.as_ref().is_some_and(|c| c.key == *key) {
+            return Ok(());
+        }
         let key_group = state_api::keygroup::key_group_and_bytes(key, self.max_parallelism, &mut self.key_scratch)?;
         let kg_index = self.range.owned_index(key_group)?;
         self.current = Some(CurrentKey {

@@ -66,6 +66,9 @@ pub struct StateInfo {
     pub ttl_millis: Option<u64>,
     /// Entries ((key, namespace) pairs) in the canonical streams.
     pub entries: u64,
+    /// Whether some of its entries are in RocksDB incremental (native) files, which
+    /// `entries` does not count (reading them means downloading the files).
+    pub in_native_files: bool,
 }
 
 /// One subtask.
@@ -137,6 +140,7 @@ fn state_info(m: &StateMeta) -> StateInfo {
         value: typed(&m.value_type, &m.value_schema),
         ttl_millis: m.ttl.map(|t| t.ttl_millis),
         entries: 0,
+        in_native_files: false,
     }
 }
 
@@ -214,6 +218,9 @@ pub fn inspect(reader: &SavepointReader) -> Result<Inspection> {
                     if !states.iter().any(|x| x.name == m.name) {
                         states.push(state_info(m));
                     }
+                    if let Some(x) = states.iter_mut().find(|x| x.name == m.name) {
+                        x.in_native_files = true;
+                    }
                 }
                 for f in &h.shared_files {
                     let entry = refs.entry(place(&f.stream)).or_insert((f.stream.size(), 0));
@@ -276,7 +283,15 @@ impl fmt::Display for Inspection {
                 op.id, op.parallelism, op.max_parallelism
             )?;
             for s in &op.states {
-                write!(f, "  state `{}` ({}, {} entries)", s.name, s.kind, s.entries)?;
+                if s.in_native_files {
+                    write!(
+                        f,
+                        "  state `{}` ({}, {} entries + those in RocksDB files)",
+                        s.name, s.kind, s.entries
+                    )?;
+                } else {
+                    write!(f, "  state `{}` ({}, {} entries)", s.name, s.kind, s.entries)?;
+                }
                 if let Some(ttl) = s.ttl_millis {
                     write!(f, ", TTL {ttl} ms")?;
                 }

@@ -2,12 +2,16 @@
 //!
 //! Savepoints and checkpoints of the state-backends workspace, offline (Flink's State
 //! Processor API): open one from any storage URI, list its operators and states, read
-//! keyed state as typed entries (or raw, decoded by the stored schemas), read operator
-//! state, verify every file and checksum, compare two snapshots, write a new savepoint
-//! from typed entries (bootstrap) that every backend restores at any parallelism, and
-//! transform one savepoint into another (drop operators or states, rewrite values).
+//! keyed state as typed entries (or raw, decoded by the stored schemas), read timers and
+//! operator state, verify every file and checksum, compare two snapshots, write a new
+//! savepoint from typed entries (bootstrap, TTL states included) that every backend
+//! restores at any parallelism, and transform one savepoint into another (drop
+//! operators or states, rewrite values).
 //!
-//! The `state-tool` binary (`cargo install state-savepoint`) puts the same on the
+//! Feature `rocksdb` (compiles RocksDB) reads the entries of RocksDB incremental
+//! (native) checkpoints too, and transforms such a checkpoint into a savepoint.
+//!
+//! The `state-tool` binary (`cargo install state-savepoint --features rocksdb`) puts the same on the
 //! command line: `state-tool inspect URI`, `state-tool verify URI`,
 //! `state-tool dump URI --operator OP --state NAME` (JSON lines), `state-tool diff A B`,
 //! each with `--json`.

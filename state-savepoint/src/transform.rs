@@ -123,20 +123,18 @@ impl<'r> SavepointTransform<'r> {
                 continue;
             }
             for s in &op.subtasks {
-                if !s.state.incremental.is_empty() {
-                    return Err(StateError::Unsupported {
-                        what: format!(
-                            "transforming operator `{id}`: it holds RocksDB incremental (native) snapshots; \
-                             transform a savepoint"
-                        ),
-                    });
-                }
                 let mut state = SubtaskState {
                     engine: s.state.engine.clone(),
                     ..SubtaskState::default()
                 };
                 for h in &s.state.keyed {
-                    state.keyed.push(self.keyed(&id, h, &target)?);
+                    state.keyed.push(self.keyed(&id, h, self.reader.storage(), &target)?);
+                }
+                // Incremental (native) snapshots become canonical streams (the `rocksdb`
+                // feature; an error naming it otherwise).
+                let converted = crate::incremental::canonical(&id, &s.state.incremental, self.reader.storage())?;
+                for (h, storage) in converted.iter().flat_map(crate::incremental::Converted::streams) {
+                    state.keyed.push(self.keyed(&id, h, storage, &target)?);
                 }
                 for h in &s.state.timers {
                     state.timers.push(KeyedSnapshotHandle {
@@ -170,9 +168,15 @@ impl<'r> SavepointTransform<'r> {
     }
 
     /// One keyed stream, with dropped states left out and rewritten states converted.
-    fn keyed(&self, op: &str, h: &KeyedSnapshotHandle, target: &FsCheckpointStorage) -> Result<KeyedSnapshotHandle> {
+    fn keyed(
+        &self,
+        op: &str,
+        h: &KeyedSnapshotHandle,
+        source: &dyn CheckpointStorage,
+        target: &FsCheckpointStorage,
+    ) -> Result<KeyedSnapshotHandle> {
         let source_name = h.stream.describe();
-        let mut reader = KeyedStreamReader::open(self.reader.storage().open_input(&h.stream)?, &source_name)?;
+        let mut reader = KeyedStreamReader::open(source.open_input(&h.stream)?, &source_name)?;
         let old = reader.header().clone();
         let key = |state: &str| (op.to_string(), state.to_string());
         let mut states: Vec<StateMeta> = Vec::new();

@@ -12,7 +12,9 @@ use state_api::{
 use state_fs::{CheckpointMetadata, FsCheckpointStorage, FsOptions, SnapshotKind};
 use state_heap::HeapKeyedStateBackend;
 use state_rocksdb::{RocksDbConfig, RocksDbKeyedStateBackend};
-use state_savepoint::{OperatorBuilder, SavepointReader, SavepointWriter, TimeDomain, inspect, verify};
+use state_savepoint::{
+    OperatorBuilder, SavepointReader, SavepointTransform, SavepointWriter, TimeDomain, inspect, verify,
+};
 use state_timers::{HeapTimerQueue, InternalTimerService};
 
 /// Completes checkpoint `id` of job `job` under `root` with one subtask per state.
@@ -109,12 +111,42 @@ fn incremental_checkpoints_read_back_entry_by_entry() {
     assert_eq!(raw, values.len());
     // Asking for another key type is refused before anything is decoded.
     assert!(reader.read_lists::<u64, VoidNamespace, i32>("op", "l").is_err());
+    let report = inspect(&reader).unwrap();
+    assert!(report.operators[0].states.iter().all(|s| s.in_native_files));
     assert!(
-        inspect(&reader).unwrap().operators[0]
-            .states
-            .iter()
-            .any(|s| s.name == "m")
+        report.to_string().contains("entries + those in RocksDB files"),
+        "{report}"
     );
+
+    // The checkpoint becomes a savepoint of canonical streams (one state left out) that
+    // the heap backend restores.
+    SavepointTransform::new(&reader)
+        .drop_state("op", "l")
+        .write(root, "from-checkpoint")
+        .unwrap();
+    let sp = SavepointReader::open(&format!("{root}/from-checkpoint")).unwrap();
+    assert!(verify(&sp).is_intact());
+    let subtasks = &sp.metadata().snapshot.operators[0].subtasks;
+    assert!(
+        subtasks
+            .iter()
+            .all(|s| s.state.incremental.is_empty() && !s.state.keyed.is_empty())
+    );
+    assert!(sp.read_lists::<String, VoidNamespace, i32>("op", "l").is_err());
+    let handles: Vec<_> = sp.keyed_handles("op").unwrap().into_iter().cloned().collect();
+    let mut heap =
+        HeapKeyedStateBackend::<String>::restore(&BackendContext::single(128), &handles, sp.storage()).unwrap();
+    let m = heap
+        .register(MapStateDescriptor::<String, u64>::new("m").in_namespace::<String>())
+        .unwrap();
+    let mut restored = BTreeMap::new();
+    for (k, ns) in heap.keys_and_namespaces(&m).unwrap() {
+        heap.set_current_key(&k).unwrap();
+        for (uk, uv) in heap.map_in(&m, &ns).entries().unwrap() {
+            restored.insert((k.clone(), ns.clone(), uk), uv);
+        }
+    }
+    assert_eq!(restored, maps);
 }
 
 /// Timers of both queues in a checkpoint read back typed, with their queue.
@@ -178,6 +210,27 @@ fn timers_read_back_with_their_queue() {
         })
         .unwrap();
     assert_eq!(n, 100);
+    // `state-tool dump` gives a timer's firing time as a number.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_state-tool"))
+        .args([
+            "dump",
+            &format!("{root}/job/chk-1"),
+            "--state",
+            state_timers::PROCESSING_TIME,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 100);
+    for l in &lines {
+        let (ts, key) = (l["timestamp"].as_i64().unwrap(), l["key"].as_i64().unwrap());
+        assert_eq!(ts, 1000 + key, "{l}");
+    }
     // Other key or namespace types are refused.
     assert!(reader.read_timers::<String, (i64, i64)>("op").is_err());
     assert!(reader.read_timers::<u64, i64>("op").is_err());

@@ -88,7 +88,15 @@ fn entry_json(e: &state_savepoint::RawKeyedEntry<'_>) -> Value {
     out.insert("namespace".into(), to_json(&m.namespace_schema, namespace));
     match e.entry {
         RawEntry::Value { value, timestamp, .. } => {
-            out.insert("value".into(), to_json(&m.value_schema, value));
+            // A timer queue's entries are timers: their value is the firing time.
+            let timer = [state_timers::EVENT_TIME, state_timers::PROCESSING_TIME]
+                .contains(&m.name.as_str())
+                .then(|| state_timers::timer_of(e.entry, e.key_group, &m.name).ok().flatten())
+                .flatten();
+            match timer {
+                Some(t) => out.insert("timestamp".into(), json!(t.timestamp)),
+                None => out.insert("value".into(), to_json(&m.value_schema, value)),
+            };
             if ttl {
                 out.insert("timestamp".into(), json!(timestamp));
             }
