@@ -62,6 +62,7 @@ fn scan<K: StateKey>(
     store: &RocksDbTimerStore,
     snapshot: Option<&rocksdb::Snapshot<'_>>,
     prefix: &[u8],
+    from: &[u8],
     limit: usize,
 ) -> Result<StoreEntries> {
     let cf = cf(host, store)?;
@@ -75,7 +76,7 @@ fn scan<K: StateKey>(
     let mut out = Vec::new();
     for item in host
         .db
-        .iterator_cf_opt(cf, opts, IteratorMode::From(prefix, Direction::Forward))
+        .iterator_cf_opt(cf, opts, IteratorMode::From(from.max(prefix), Direction::Forward))
         .take(limit)
     {
         let (k, v) = item.map_err(|e| db_err(format!("reading {}", store.name), e))?;
@@ -96,38 +97,47 @@ impl<K: StateKey> OrderedTimerStore<RocksDbKeyedStateBackend<K>> for RocksDbTime
         if contains(host, self, key)? {
             return Ok(false);
         }
+        self.insert_new(host, key, value)?;
+        Ok(true)
+    }
+
+    fn insert_new(&mut self, host: &mut RocksDbKeyedStateBackend<K>, key: &[u8], value: &[u8]) -> Result<()> {
         let cf = cf(host, self)?;
         host.db
             .put_cf_opt(cf, key, value, &host.write_opts)
-            .map_err(|e| db_err(format!("adding a timer to {}", self.name), e))?;
-        Ok(true)
+            .map_err(|e| db_err(format!("adding a timer to {}", self.name), e))
     }
 
     fn remove(&mut self, host: &mut RocksDbKeyedStateBackend<K>, key: &[u8]) -> Result<bool> {
         if !contains(host, self, key)? {
             return Ok(false);
         }
+        self.remove_known(host, key)?;
+        Ok(true)
+    }
+
+    fn remove_known(&mut self, host: &mut RocksDbKeyedStateBackend<K>, key: &[u8]) -> Result<()> {
         let cf = cf(host, self)?;
         host.db
             .delete_cf_opt(cf, key, &host.write_opts)
-            .map_err(|e| db_err(format!("removing a timer from {}", self.name), e))?;
-        Ok(true)
+            .map_err(|e| db_err(format!("removing a timer from {}", self.name), e))
     }
 
     fn scan_prefix(
         &mut self,
         host: &mut RocksDbKeyedStateBackend<K>,
         prefix: &[u8],
+        from: &[u8],
         limit: usize,
     ) -> Result<StoreEntries> {
-        scan(host, self, None, prefix, limit)
+        scan(host, self, None, prefix, from, limit)
     }
 
     fn pin(&mut self, host: &mut RocksDbKeyedStateBackend<K>) -> Result<Box<dyn PinnedStore>> {
         // rust-rocksdb ties a snapshot to the database's lifetime, so it cannot move to
         // the asynchronous part: the timers are copied here, from one consistent snapshot.
         let snapshot = host.db.snapshot();
-        let entries = scan(host, self, Some(&snapshot), &[], usize::MAX)?;
+        let entries = scan(host, self, Some(&snapshot), &[], &[], usize::MAX)?;
         Ok(Box::new(CopiedTimers(entries)))
     }
 }
@@ -179,7 +189,12 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         state_api::raw::check_state_name(name)?;
         let cf_name = format!("{TIMER_CF_PREFIX}{name}");
         if self.db.cf_handle(&cf_name).is_none() {
-            let opts = self.config.options();
+            let mut opts = self.config.options();
+            // A timer add the key group's cache cannot decide reads the key first; most
+            // are new, and a whole-key memtable bloom filter answers those without a
+            // skiplist walk.
+            opts.set_memtable_prefix_bloom_ratio(0.1);
+            opts.set_memtable_whole_key_filtering(true);
             self.db
                 .create_cf(&cf_name, &opts)
                 .map_err(|e| db_err(format!("creating the timer column family `{cf_name}`"), e))?;

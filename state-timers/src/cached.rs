@@ -20,10 +20,22 @@ pub trait OrderedTimerStore<H: ?Sized>: Send {
     fn name(&self) -> &str;
     /// Writes `key` → `value` unless `key` is stored; `false` when it was.
     fn insert(&mut self, host: &mut H, key: &[u8], value: &[u8]) -> Result<bool>;
+    /// Writes `key` → `value` where the caller knows `key` is not stored (the queue's
+    /// cache proved it), so a store may skip the read [`insert`](Self::insert) needs.
+    fn insert_new(&mut self, host: &mut H, key: &[u8], value: &[u8]) -> Result<()> {
+        self.insert(host, key, value).map(drop)
+    }
     /// Deletes `key`; `false` when it was not stored.
     fn remove(&mut self, host: &mut H, key: &[u8]) -> Result<bool>;
-    /// Up to `limit` entries whose key starts with `prefix`, in key order.
-    fn scan_prefix(&mut self, host: &mut H, prefix: &[u8], limit: usize) -> Result<StoreEntries>;
+    /// Deletes `key` where the caller knows it is stored, so a store may skip the read
+    /// [`remove`](Self::remove) needs.
+    fn remove_known(&mut self, host: &mut H, key: &[u8]) -> Result<()> {
+        self.remove(host, key).map(drop)
+    }
+    /// Up to `limit` entries whose key starts with `prefix` and is ≥ `from`, in key
+    /// order. `from` lets a queue start after the timers it just deleted instead of
+    /// stepping over their tombstones.
+    fn scan_prefix(&mut self, host: &mut H, prefix: &[u8], from: &[u8], limit: usize) -> Result<StoreEntries>;
     /// Pins the current content for a snapshot, readable on any thread.
     fn pin(&mut self, host: &mut H) -> Result<Box<dyn PinnedStore>>;
 }
@@ -97,7 +109,8 @@ impl<S> CachedTimerQueue<S> {
         let mut heads = BTreeSet::new();
         let mut len = 0;
         for kg in range.iter() {
-            let all = store.scan_prefix(host, &prefix(kg, max_parallelism), usize::MAX)?;
+            let p = prefix(kg, max_parallelism);
+            let all = store.scan_prefix(host, &p, &p, usize::MAX)?;
             let count = all.len();
             let cached = decode_all(
                 all.into_iter().take(cache_size).collect(),
@@ -135,13 +148,18 @@ impl<S> CachedTimerQueue<S> {
         self.range.index_of(key_group).map_or(0, |i| self.groups[i].cache.len())
     }
 
-    fn refill<H: ?Sized>(&mut self, host: &mut H, i: usize, key_group: u32) -> Result<()>
+    /// Loads key group `i`'s first timers after its cache ran dry by deleting the timer
+    /// stored at `deleted`: every timer left in the store sorts after it.
+    fn refill<H: ?Sized>(&mut self, host: &mut H, i: usize, key_group: u32, deleted: &[u8]) -> Result<()>
     where
         S: OrderedTimerStore<H>,
     {
-        let entries = self
-            .store
-            .scan_prefix(host, &prefix(key_group, self.max_parallelism), self.cache_size + 1)?;
+        let entries = self.store.scan_prefix(
+            host,
+            &prefix(key_group, self.max_parallelism),
+            deleted,
+            self.cache_size + 1,
+        )?;
         let g = &mut self.groups[i];
         g.complete = entries.len() <= self.cache_size;
         g.cache = decode_all(entries, self.max_parallelism, self.store.name())?
@@ -179,11 +197,54 @@ impl<S: Send> TimerQueueInfo for CachedTimerQueue<S> {
     }
 }
 
+impl<S> CachedTimerQueue<S> {
+    /// Whether key group `i`'s cache knows if `timer` is stored: it holds every timer of
+    /// the key group, or `timer` sorts within the cached ones (the cache holds the
+    /// smallest timers).
+    fn cache_decides(&self, i: usize, timer: &TimerEntry) -> bool {
+        let g = &self.groups[i];
+        g.complete || g.cache.last().is_some_and(|last| timer <= last)
+    }
+
+    /// Removes `timer` from the store and key group `i`'s cache; `cached`: the cache
+    /// holds it, so the store does not need to be asked. `false` when it was not stored.
+    fn remove_stored<H: ?Sized>(&mut self, host: &mut H, i: usize, timer: &TimerEntry, cached: bool) -> Result<bool>
+    where
+        S: OrderedTimerStore<H>,
+    {
+        let key = timer.encode_key(self.max_parallelism);
+        if cached {
+            self.store.remove_known(host, &key)?;
+        } else if !self.store.remove(host, &key)? {
+            return Ok(false);
+        }
+        let g = &mut self.groups[i];
+        let old = g.cache.first().cloned();
+        g.cache.remove(timer);
+        g.count -= 1;
+        if g.count == 0 {
+            g.complete = true;
+        } else if g.cache.is_empty() {
+            self.refill(host, i, timer.key_group, &key)?;
+        }
+        self.len -= 1;
+        self.update_head(i, old);
+        Ok(true)
+    }
+}
+
 impl<H: ?Sized, S: OrderedTimerStore<H>> TimerQueue<H> for CachedTimerQueue<S> {
+    /// Reads the store only when the key group's cache cannot tell whether `timer` is
+    /// already queued (it sorts after every cached timer of an incomplete cache).
     fn add(&mut self, host: &mut H, timer: &TimerEntry) -> Result<bool> {
         let i = self.range.owned_index(timer.key_group)?;
         let key = timer.encode_key(self.max_parallelism);
-        if !self.store.insert(host, &key, &timer.encode_value())? {
+        if self.cache_decides(i, timer) {
+            if self.groups[i].cache.contains(timer) {
+                return Ok(false);
+            }
+            self.store.insert_new(host, &key, &timer.encode_value())?;
+        } else if !self.store.insert(host, &key, &timer.encode_value())? {
             return Ok(false);
         }
         let g = &mut self.groups[i];
@@ -205,29 +266,22 @@ impl<H: ?Sized, S: OrderedTimerStore<H>> TimerQueue<H> for CachedTimerQueue<S> {
         let Some(i) = self.range.index_of(timer.key_group) else {
             return Ok(false);
         };
-        let key = timer.encode_key(self.max_parallelism);
-        if !self.store.remove(host, &key)? {
+        if !self.cache_decides(i, timer) {
+            return self.remove_stored(host, i, timer, false);
+        }
+        if !self.groups[i].cache.contains(timer) {
             return Ok(false);
         }
-        let g = &mut self.groups[i];
-        let old = g.cache.first().cloned();
-        g.cache.remove(timer);
-        g.count -= 1;
-        if g.count == 0 {
-            g.complete = true;
-        } else if g.cache.is_empty() {
-            self.refill(host, i, timer.key_group)?;
-        }
-        self.len -= 1;
-        self.update_head(i, old);
-        Ok(true)
+        self.remove_stored(host, i, timer, true)
     }
 
+    /// Deletes the first head without reading it back from the store.
     fn poll(&mut self, host: &mut H) -> Result<Option<TimerEntry>> {
         let Some(head) = self.heads.first().cloned() else {
             return Ok(None);
         };
-        self.remove(host, &head)?;
+        let i = self.range.owned_index(head.key_group)?;
+        self.remove_stored(host, i, &head, true)?;
         Ok(Some(head))
     }
 

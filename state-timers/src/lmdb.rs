@@ -2,6 +2,7 @@
 //! timer counts beyond memory, usable with any backend.
 #![allow(unsafe_code)]
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use heed::types::Bytes;
@@ -117,17 +118,23 @@ impl Drop for LmdbTimerStore {
     }
 }
 
+/// Up to `limit` entries with `prefix`, from key `from` (≥ `prefix`) on.
 fn scan(
     db: &Database<'static, Bytes, Bytes>,
     rtxn: &heed::RoTxn<'_, WithoutTls>,
     prefix: &[u8],
+    from: &[u8],
     limit: usize,
     dir: &Path,
 ) -> Result<StoreEntries> {
-    let iter = db.prefix_iter(rtxn, prefix).map_err(|e| lmdb_err("scanning", dir, e))?;
+    let range = (Bound::Included(from), Bound::Unbounded);
+    let iter = db.range(rtxn, &range).map_err(|e| lmdb_err("scanning", dir, e))?;
     let mut out = Vec::new();
-    for item in iter.take(limit) {
+    for item in iter {
         let (k, v) = item.map_err(|e| lmdb_err("scanning", dir, e))?;
+        if out.len() == limit || !k.starts_with(prefix) {
+            break;
+        }
         out.push((k.to_vec(), v.to_vec()));
     }
     Ok(out)
@@ -154,9 +161,9 @@ impl<H: ?Sized> OrderedTimerStore<H> for LmdbTimerStore {
         self.write("removing a timer", |wtxn| db.delete(wtxn, key))
     }
 
-    fn scan_prefix(&mut self, _host: &mut H, prefix: &[u8], limit: usize) -> Result<StoreEntries> {
+    fn scan_prefix(&mut self, _host: &mut H, prefix: &[u8], from: &[u8], limit: usize) -> Result<StoreEntries> {
         let rtxn = self.env.read_txn().map_err(|e| lmdb_err("reading", &self.dir, e))?;
-        scan(&self.db, &rtxn, prefix, limit, &self.dir)
+        scan(&self.db, &rtxn, prefix, from, limit, &self.dir)
     }
 
     fn pin(&mut self, _host: &mut H) -> Result<Box<dyn PinnedStore>> {
@@ -182,6 +189,6 @@ struct PinnedLmdb {
 
 impl PinnedStore for PinnedLmdb {
     fn scan_prefix(&self, prefix: &[u8]) -> Result<StoreEntries> {
-        scan(&self.db, &self.rtxn, prefix, usize::MAX, &self.dir)
+        scan(&self.db, &self.rtxn, prefix, prefix, usize::MAX, &self.dir)
     }
 }
