@@ -69,9 +69,7 @@ impl Common {
     }
 
     fn with_ttl(mut self, ttl: TtlConfig) -> Self {
-        self.meta.ttl = Some(TtlMeta {
-            ttl_millis: ttl.ttl_millis().max(0) as u64,
-        });
+        self.meta.ttl = Some(TtlMeta::from(&ttl));
         self.ttl = Some(ttl);
         self
     }

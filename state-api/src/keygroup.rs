@@ -129,7 +129,7 @@ impl KeyGroupRange {
     /// Index of `key_group` within the range, or [`StateError::KeyGroupOutOfRange`]: what
     /// a backend checks when the current key is set.
     pub fn owned_index(&self, key_group: u32) -> Result<usize> {
-        self.index_of(key_group).ok_or(StateError::KeyGroupOutOfRange {
+        self.index_of(key_group).ok_or_else(|| StateError::KeyGroupOutOfRange {
             key_group,
             range: *self,
         })

@@ -75,6 +75,15 @@ pub struct TtlMeta {
     pub ttl_millis: u64,
 }
 
+impl From<&crate::ttl::TtlConfig> for TtlMeta {
+    /// What a snapshot records of a TTL configuration (a negative TTL as 0).
+    fn from(ttl: &crate::ttl::TtlConfig) -> Self {
+        TtlMeta {
+            ttl_millis: ttl.ttl_millis().max(0) as u64,
+        }
+    }
+}
+
 /// What a snapshot records about a keyed state: enough to refuse a restore with
 /// incompatible types instead of decoding garbage, and to pick a migration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

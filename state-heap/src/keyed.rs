@@ -382,7 +382,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
 
     /// The current key and the key group's map of a state, for reading.
     pub(crate) fn kg<N: Namespace, S: Stored>(&self, id: StateId) -> Result<(&K, &KgMap<K, N, S>)> {
-        let cur = self.current.as_ref().ok_or(StateError::NoCurrentKey)?;
+        let cur = self.current.as_ref().ok_or_else(|| StateError::NoCurrentKey)?;
         let state = self.states.get(id.0 as usize).ok_or_else(|| unknown_id(id))?;
         let table = state
             .table
@@ -435,7 +435,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         {
             return Err(self.mismatch::<S>(id));
         }
-        let cur = self.current.as_ref().ok_or(StateError::NoCurrentKey)?;
+        let cur = self.current.as_ref().ok_or_else(|| StateError::NoCurrentKey)?;
         let state = self.states.get_mut(id.0 as usize).ok_or_else(|| unknown_id(id))?;
         let table = state
             .table

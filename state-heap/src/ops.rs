@@ -252,7 +252,7 @@ impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
         } else {
             0
         };
-        let cur = self.current.as_ref().ok_or(StateError::NoCurrentKey)?;
+        let cur = self.current.as_ref().ok_or_else(|| StateError::NoCurrentKey)?;
         let state = self.states.get_mut(id.0 as usize).ok_or_else(|| unknown_id(id))?;
         // Checked first so that clearing nothing never copies a key group a snapshot holds.
         if state.table.contains(cur.kg_index, &cur.key, ns) {

@@ -15,7 +15,7 @@ use state_api::{CheckpointStorage, IncrementalKeyedHandle, KeyedSnapshotHandle, 
 pub use crate::full_snapshot::EncodedLen;
 use crate::full_snapshot::{FullSnapshot, SnapState};
 use crate::incremental::download;
-use crate::instance::{INSTANCE, db_err};
+use crate::instance::{DirGuard, INSTANCE, db_err};
 use crate::layout::key_group_prefix_len;
 use crate::options::RocksDbConfig;
 use crate::restore::RAW_CF;
@@ -39,35 +39,23 @@ pub fn incremental_to_canonical(
     namespace_len: &dyn Fn(&StateMeta) -> Option<EncodedLen>,
     target: &dyn CheckpointStorage,
 ) -> Result<KeyedSnapshotHandle> {
-    let dir = work_dir.join(format!(
-        "offline-{}-{}-{}",
-        handle.checkpoint_id,
-        std::process::id(),
-        INSTANCE.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = convert(handle, storage, &dir, key_len, namespace_len, target);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-fn convert(
-    handle: &IncrementalKeyedHandle,
-    storage: &dyn CheckpointStorage,
-    dir: &Path,
-    key_len: EncodedLen,
-    namespace_len: &dyn Fn(&StateMeta) -> Option<EncodedLen>,
-    target: &dyn CheckpointStorage,
-) -> Result<KeyedSnapshotHandle> {
-    download(handle, dir, storage)?;
-    let config = RocksDbConfig::default();
-    let families = DB::list_cf(&config.options(), dir)
-        .map_err(|e| db_err(format!("listing the column families of `{}`", dir.display()), e))?;
     if handle.max_parallelism == 0 {
         return Err(StateError::InvalidArgument(format!(
             "incremental checkpoint {} has max parallelism 0",
             handle.checkpoint_id
         )));
     }
+    let guard = DirGuard(work_dir.join(format!(
+        "offline-{}-{}-{}",
+        handle.checkpoint_id,
+        std::process::id(),
+        INSTANCE.fetch_add(1, Ordering::Relaxed)
+    )));
+    let dir = guard.0.as_path();
+    download(handle, dir, storage)?;
+    let config = RocksDbConfig::default();
+    let families = DB::list_cf(&config.options(), dir)
+        .map_err(|e| db_err(format!("listing the column families of `{}`", dir.display()), e))?;
     let job = FullSnapshot {
         dir: dir.to_path_buf(),
         config,

@@ -41,7 +41,7 @@ pub(crate) fn make_key<K, N: Namespace>(
     ns: &N,
     state: &str,
 ) -> Result<()> {
-    let cur = current.as_ref().ok_or(StateError::NoCurrentKey)?;
+    let cur = current.as_ref().ok_or_else(|| StateError::NoCurrentKey)?;
     buf.clear();
     buf.extend_from_slice(&cur.prefix);
     let taken = std::mem::take(buf);

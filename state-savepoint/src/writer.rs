@@ -49,15 +49,20 @@ fn encode<T: serde::Serialize + ?Sized>(value: &T, state: &str, role: &'static s
     postcard::to_stdvec(value).map_err(|e| StateError::serialization(state.to_string(), role, e))
 }
 
+/// One state of an [`OperatorBuilder`].
+struct BuiltState {
+    meta: StateMeta,
+    entries: Entries,
+    /// For a TTL state, the last-access timestamp written with every entry.
+    ttl_stamp: Option<i64>,
+}
+
 /// The keyed state of one operator, with key type `K`, at a max parallelism. Entries
 /// are encoded when added and held in memory until the savepoint is written.
 pub struct OperatorBuilder<K> {
     id: OperatorId,
     max_parallelism: u32,
-    states: Vec<(StateMeta, Entries)>,
-    /// Per state (same index), the last-access timestamp written with every entry of a
-    /// TTL state.
-    ttl_stamps: Vec<Option<i64>>,
+    states: Vec<BuiltState>,
     _k: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -70,7 +75,6 @@ impl<K: StateKey> OperatorBuilder<K> {
             id: OperatorId::new(id)?,
             max_parallelism,
             states: Vec::new(),
-            ttl_stamps: Vec::new(),
             _k: std::marker::PhantomData,
         })
     }
@@ -81,7 +85,7 @@ impl<K: StateKey> OperatorBuilder<K> {
         entries: impl IntoIterator<Item = Result<(K, Vec<u8>, Payload)>>,
     ) -> Result<&mut Self> {
         state_api::raw::check_state_name(&meta.name)?;
-        if self.states.iter().any(|(m, _)| m.name == meta.name) {
+        if self.states.iter().any(|s| s.meta.name == meta.name) {
             return Err(StateError::InvalidArgument(format!(
                 "state `{}` is written twice",
                 meta.name
@@ -117,8 +121,11 @@ impl<K: StateKey> OperatorBuilder<K> {
             }
             true
         });
-        self.states.push((meta, grouped));
-        self.ttl_stamps.push(None);
+        self.states.push(BuiltState {
+            meta,
+            entries: grouped,
+            ttl_stamp: None,
+        });
         Ok(self)
     }
 
@@ -127,15 +134,13 @@ impl<K: StateKey> OperatorBuilder<K> {
     /// as last written at `written_at` (milliseconds on the job's clock; the bootstrap
     /// time, typically), so it expires `ttl` after that unless it is written again.
     pub fn with_ttl(&mut self, name: &str, ttl: &TtlConfig, written_at: i64) -> Result<&mut Self> {
-        let index = self
+        let state = self
             .states
-            .iter()
-            .position(|(m, _)| m.name == name)
+            .iter_mut()
+            .find(|s| s.meta.name == name)
             .ok_or_else(|| StateError::UnknownState { name: name.to_string() })?;
-        self.states[index].0.ttl = Some(TtlMeta {
-            ttl_millis: ttl.ttl_millis().max(0) as u64,
-        });
-        self.ttl_stamps[index] = Some(written_at);
+        state.meta.ttl = Some(TtlMeta::from(ttl));
+        state.ttl_stamp = Some(written_at);
         Ok(self)
     }
 
@@ -215,12 +220,12 @@ impl<K: StateKey> OperatorBuilder<K> {
             max_parallelism: self.max_parallelism,
             key_group_range: KeyGroupRange::new(0, self.max_parallelism - 1),
             checkpoint_id,
-            states: self.states.iter().map(|(m, _)| m.clone()).collect(),
+            states: self.states.iter().map(|s| s.meta.clone()).collect(),
         };
-        let (states, stamps) = (&self.states, &self.ttl_stamps);
+        let states = &self.states;
         let handle = write_keyed_stream(storage, &header, &format!("keyed-{}", self.id), |kg, section| {
-            for (index, (_, grouped)) in states.iter().enumerate() {
-                let stamp = stamps[index];
+            for (index, state) in states.iter().enumerate() {
+                let (grouped, stamp) = (&state.entries, state.ttl_stamp);
                 let start = grouped.partition_point(|e| e.key_group < kg);
                 for e in grouped[start..].iter().take_while(|e| e.key_group == kg) {
                     // TTL states carry each value's last-access time.

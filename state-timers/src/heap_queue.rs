@@ -1,19 +1,15 @@
 //! The heap timer queue: timers in memory, partitioned by key group, copy-on-write so
 //! that a snapshot pins them without copying.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use hashbrown::HashSet;
 use state_api::{KeyGroupRange, PinnedTimers, Result, TimerEntry, TimerQueue, TimerQueueInfo};
 
-/// Timers in memory (Flink's `HeapPriorityQueueSet`, partitioned by key group): per key
-/// group a binary heap in firing order and a hash set of the queued timers, which
-/// de-duplicates in O(1); and an ordered set of each key group's first (timestamp, key
-/// group), so the next timer overall is found in O(log key groups). A removed timer
-/// stays in its heap until it comes to the top (or the heap is rebuilt when such stale
-/// entries outnumber the live ones), so removing is O(1) too.
+/// Timers in memory (Flink's `HeapPriorityQueueSet` partitioned by key group): one
+/// ordered set per key group (so adding, removing and de-duplicating are O(log n)), and
+/// an ordered set of each key group's first timer, so the next timer overall is found
+/// in O(log key groups).
 ///
 /// Snapshots are asynchronous: [`TimerQueue::pin`] clones one `Arc` per key group; the
 /// first change to a pinned key group afterwards copies that key group only.
@@ -34,48 +30,9 @@ use state_api::{KeyGroupRange, PinnedTimers, Result, TimerEntry, TimerQueue, Tim
 #[derive(Debug, Clone)]
 pub struct HeapTimerQueue {
     range: KeyGroupRange,
-    groups: Vec<Arc<Group>>,
-    /// (timestamp, key group) of each non-empty key group's first timer.
-    heads: BTreeSet<(i64, u32)>,
+    groups: Vec<Arc<BTreeSet<TimerEntry>>>,
+    heads: BTreeSet<TimerEntry>,
     len: usize,
-}
-
-/// One key group's timers.
-#[derive(Debug, Clone, Default)]
-struct Group {
-    /// The queued timers, and removed ones not yet dropped (stale: not in `live`). The
-    /// top is always live.
-    heap: BinaryHeap<Reverse<TimerEntry>>,
-    /// The queued timers.
-    live: HashSet<TimerEntry>,
-}
-
-impl Group {
-    fn head(&self) -> Option<&TimerEntry> {
-        self.heap.peek().map(|Reverse(t)| t)
-    }
-
-    fn head_key(&self) -> Option<(i64, u32)> {
-        self.head().map(|t| (t.timestamp, t.key_group))
-    }
-
-    /// Drops stale entries from the top, and rebuilds the heap when stale entries
-    /// outnumber the live ones.
-    fn drop_stale(&mut self) {
-        if self.heap.len() == self.live.len() {
-            return;
-        }
-        if self.heap.len() > 2 * self.live.len() + 32 {
-            self.heap = self.live.iter().cloned().map(Reverse).collect();
-            return;
-        }
-        while let Some(Reverse(top)) = self.heap.peek() {
-            if self.live.contains(top) {
-                break;
-            }
-            self.heap.pop();
-        }
-    }
 }
 
 impl HeapTimerQueue {
@@ -83,31 +40,16 @@ impl HeapTimerQueue {
     pub fn new(range: KeyGroupRange) -> Self {
         HeapTimerQueue {
             range,
-            groups: (0..range.len()).map(|_| Arc::new(Group::default())).collect(),
+            groups: (0..range.len()).map(|_| Arc::new(BTreeSet::new())).collect(),
             heads: BTreeSet::new(),
             len: 0,
-        }
-    }
-
-    /// Keeps `heads` in step after key group `i`'s first timer may have changed from
-    /// `old`.
-    fn update_head(&mut self, i: usize, old: Option<(i64, u32)>) {
-        let new = self.groups[i].head_key();
-        if new != old {
-            if let Some(o) = old {
-                self.heads.remove(&o);
-            }
-            if let Some(n) = new {
-                self.heads.insert(n);
-            }
         }
     }
 }
 
 impl TimerQueueInfo for HeapTimerQueue {
     fn peek(&self) -> Option<&TimerEntry> {
-        let &(_, key_group) = self.heads.first()?;
-        self.groups[self.range.index_of(key_group)?].head()
+        self.heads.first()
     }
 
     fn len(&self) -> usize {
@@ -122,60 +64,95 @@ impl TimerQueueInfo for HeapTimerQueue {
 impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
     fn add(&mut self, host: &mut H, timer: &TimerEntry) -> Result<bool> {
         let i = self.range.owned_index(timer.key_group)?;
-        if self.groups[i].live.contains(timer) {
+        if self.groups[i].contains(timer) {
             return Ok(false);
         }
         TimerQueue::<H>::add_owned(self, host, timer.clone())
     }
 
-    /// One hash-set insert and one heap push (O(1) on average); a pinned key group is
-    /// copied only for a new timer.
+    /// One ordered-set insert; the entry is copied only when it becomes its key group's
+    /// head (and a pinned key group is copied only for a new timer).
     fn add_owned(&mut self, _host: &mut H, timer: TimerEntry) -> Result<bool> {
         let i = self.range.owned_index(timer.key_group)?;
-        if Arc::strong_count(&self.groups[i]) > 1 && self.groups[i].live.contains(&timer) {
+        if Arc::strong_count(&self.groups[i]) > 1 && self.groups[i].contains(&timer) {
             return Ok(false);
         }
         let group = Arc::make_mut(&mut self.groups[i]);
-        if !group.live.insert(timer.clone()) {
+        // An equal timer is never below the head, so a new head is never a duplicate.
+        if group.first().is_none_or(|head| timer < *head) {
+            if let Some(old) = group.first() {
+                self.heads.remove(old);
+            }
+            self.heads.insert(timer.clone());
+        }
+        if !group.insert(timer) {
             return Ok(false);
         }
-        let old = group.head_key();
-        group.heap.push(Reverse(timer));
         self.len += 1;
-        self.update_head(i, old);
         Ok(true)
+    }
+
+    /// Inserts into each key group's set directly and fixes each touched group's head
+    /// once, instead of per timer.
+    fn add_all(&mut self, _host: &mut H, timers: &[TimerEntry]) -> Result<usize> {
+        let mut old_heads: Vec<(usize, Option<TimerEntry>)> = Vec::new();
+        let mut added = 0;
+        for timer in timers {
+            let i = self.range.owned_index(timer.key_group)?;
+            if self.groups[i].contains(timer) {
+                continue;
+            }
+            if !old_heads.iter().any(|(j, _)| *j == i) {
+                old_heads.push((i, self.groups[i].first().cloned()));
+            }
+            Arc::make_mut(&mut self.groups[i]).insert(timer.clone());
+            added += 1;
+        }
+        for (i, old) in old_heads {
+            if let Some(h) = old {
+                self.heads.remove(&h);
+            }
+            if let Some(h) = self.groups[i].first() {
+                self.heads.insert(h.clone());
+            }
+        }
+        self.len += added;
+        Ok(added)
     }
 
     fn remove(&mut self, _host: &mut H, timer: &TimerEntry) -> Result<bool> {
         let Some(i) = self.range.index_of(timer.key_group) else {
             return Ok(false);
         };
-        if !self.groups[i].live.contains(timer) {
+        if !self.groups[i].contains(timer) {
             return Ok(false);
         }
         let group = Arc::make_mut(&mut self.groups[i]);
-        let old = group.head_key();
-        group.live.remove(timer);
-        group.drop_stale();
+        let was_head = group.first() == Some(timer);
+        group.remove(timer);
+        if was_head {
+            self.heads.remove(timer);
+            if let Some(next) = group.first() {
+                self.heads.insert(next.clone());
+            }
+        }
         self.len -= 1;
-        self.update_head(i, old);
         Ok(true)
     }
 
-    /// Pops the first key group's head; its next live timer becomes a head.
+    /// Takes the first head and its key group's first timer (the same entry) without
+    /// copying either; the key group's next timer becomes a head.
     fn poll(&mut self, _host: &mut H) -> Result<Option<TimerEntry>> {
-        let Some(&(ts, key_group)) = self.heads.first() else {
+        let Some(head) = self.heads.pop_first() else {
             return Ok(None);
         };
-        let i = self.range.owned_index(key_group)?;
+        let i = self.range.owned_index(head.key_group)?;
         let group = Arc::make_mut(&mut self.groups[i]);
-        let Some(Reverse(head)) = group.heap.pop() else {
-            return Ok(None);
-        };
-        group.live.remove(&head);
-        group.drop_stale();
+        group.pop_first();
+        if let Some(next) = group.first() {
+            self.heads.insert(next.clone());
+        }
         self.len -= 1;
-        self.update_head(i, Some((ts, key_group)));
         Ok(Some(head))
     }
 
@@ -189,18 +166,15 @@ impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
 
 struct PinnedHeap {
     range: KeyGroupRange,
-    groups: Vec<Arc<Group>>,
+    groups: Vec<Arc<BTreeSet<TimerEntry>>>,
 }
 
 impl PinnedTimers for PinnedHeap {
-    /// The key group's timers in firing order (sorted here, on the snapshot's thread).
     fn key_group(&self, key_group: u32) -> Result<Vec<TimerEntry>> {
-        let mut timers: Vec<TimerEntry> = self
+        Ok(self
             .range
             .index_of(key_group)
-            .map(|i| self.groups[i].live.iter().cloned().collect())
-            .unwrap_or_default();
-        timers.sort_unstable();
-        Ok(timers)
+            .map(|i| self.groups[i].iter().cloned().collect())
+            .unwrap_or_default())
     }
 }

@@ -139,8 +139,8 @@ impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {
     }
 
     fn entry<B: KeyedStateBackend<Key = K>>(&self, backend: &B, namespace: &N, timestamp: i64) -> Result<TimerEntry> {
-        let key = backend.current_key().ok_or(StateError::NoCurrentKey)?;
-        let key_group = backend.current_key_group().ok_or(StateError::NoCurrentKey)?;
+        let key = backend.current_key().ok_or_else(|| StateError::NoCurrentKey)?;
+        let key_group = backend.current_key_group().ok_or_else(|| StateError::NoCurrentKey)?;
         Ok(TimerEntry {
             timestamp,
             key_group,
