@@ -149,9 +149,10 @@ pub struct IncrementalKeyedHandle {
     pub key_schema: Schema,
     /// Every state in the snapshot.
     pub states: Vec<StateMeta>,
-    /// Data files (shared between checkpoints).
+    /// Data files shared between checkpoints (empty in a native full checkpoint).
     pub shared_files: Vec<SnapshotFile>,
-    /// Files owned by this checkpoint only (MANIFEST, CURRENT, OPTIONS).
+    /// Files owned by this checkpoint only: MANIFEST, CURRENT, OPTIONS, and in a native
+    /// full checkpoint the data files too.
     pub private_files: Vec<SnapshotFile>,
 }
 

@@ -32,16 +32,70 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// `notify_checkpoint_complete` or `notify_checkpoint_aborted` after. Reached through
     /// the trait method `snapshot_incremental`.
     pub(crate) fn incremental_snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<IncrementalKeyedHandle>> {
+        self.native_snapshot(checkpoint_id, true)
+    }
+
+    /// A **native full checkpoint** (Flink 2.x's full snapshot of RocksDB): the
+    /// synchronous part is the same native RocksDB checkpoint as an incremental one, and
+    /// the asynchronous part uploads *every* file as this checkpoint's own (exclusive)
+    /// file: nothing is reused from earlier checkpoints, and nothing later reuses it, so
+    /// the checkpoint stands alone and is deleted with it.
+    ///
+    /// It is restored like an incremental checkpoint, by opening the files
+    /// ([`restore_incremental`](Self::restore_incremental)), which is much faster than
+    /// replaying the canonical stream of [`snapshot`](state_api::KeyedStateBackend::snapshot);
+    /// rescaling works the same way (key groups outside the range are range-deleted or
+    /// copied). Savepoint tools read it as an incremental checkpoint (state-savepoint's
+    /// feature `rocksdb`). A canonical snapshot stays the portable choice: any backend
+    /// restores it.
+    ///
+    /// ```
+    /// use state_api::{BackendContext, KeyedStateBackend, ValueStateDescriptor};
+    /// use state_heap::MemoryCheckpointStorage;
+    /// use state_rocksdb::{RocksDbConfig, RocksDbKeyedStateBackend};
+    ///
+    /// let ctx = BackendContext::single(128);
+    /// let mut b = RocksDbKeyedStateBackend::<u64>::new(&ctx, RocksDbConfig::default())?;
+    /// let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    /// b.set_current_key(&7)?;
+    /// b.value(&v).update(42)?;
+    /// let storage = MemoryCheckpointStorage::default();
+    /// let handle = b.native_full_snapshot(1)?.run(&storage)?;
+    /// assert!(handle.shared_files.is_empty(), "every file belongs to this checkpoint");
+    ///
+    /// let mut r = RocksDbKeyedStateBackend::<u64>::restore_incremental(&ctx, RocksDbConfig::default(), &[handle], &storage)?;
+    /// let v = r.register(ValueStateDescriptor::<u64>::new("v"))?;
+    /// r.set_current_key(&7)?;
+    /// assert_eq!(r.value(&v).get()?, Some(42));
+    /// # Ok::<(), state_api::StateError>(())
+    /// ```
+    pub fn native_full_snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<IncrementalKeyedHandle>> {
+        self.native_snapshot(checkpoint_id, false)
+    }
+
+    /// A native RocksDB checkpoint, uploaded incrementally (`incremental`: data files
+    /// shared with, and reused by, other checkpoints) or as a standalone full checkpoint.
+    fn native_snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        incremental: bool,
+    ) -> Result<AsyncSnapshot<IncrementalKeyedHandle>> {
         let (db, range, max_parallelism) = (&self.db, self.range, self.max_parallelism);
         let snap_dir = self.dir.join(format!(
-            "incremental-{checkpoint_id}-{}",
+            "{}-{checkpoint_id}-{}",
+            if incremental { "incremental" } else { "native-full" },
             INSTANCE.fetch_add(1, Ordering::Relaxed)
         ));
         Checkpoint::new(db)
             .and_then(|c| c.create_checkpoint(&snap_dir))
             .map_err(|e| db_err(format!("creating a RocksDB checkpoint at `{}`", snap_dir.display()), e))?;
-        let confirmed = self.confirmed.clone();
-        let pending = Arc::clone(&self.pending);
+        // A full checkpoint neither reuses the confirmed files nor becomes the base.
+        let confirmed = if incremental {
+            self.confirmed.clone()
+        } else {
+            HashMap::new()
+        };
+        let pending = incremental.then(|| Arc::clone(&self.pending));
         let base = IncrementalKeyedHandle {
             checkpoint_id,
             key_group_range: range,
@@ -54,17 +108,18 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         };
         let keep_dir = self.db.hold_dir();
         Ok(AsyncSnapshot::new(checkpoint_id, move |storage| {
-            let result = upload(&snap_dir, base, &confirmed, storage);
+            let result = upload(&snap_dir, base, &confirmed, incremental, storage);
             let _ = std::fs::remove_dir_all(&snap_dir);
             drop(keep_dir);
             let handle = result?;
-            if let Ok(mut p) = pending.lock() {
+            if let Some(Ok(mut p)) = pending.as_ref().map(|p| p.lock()) {
                 p.insert(checkpoint_id, handle.shared_files.clone());
             }
             tracing::debug!(
                 checkpoint_id,
+                incremental,
                 files = handle.shared_files.len() + handle.private_files.len(),
-                "incremental snapshot uploaded"
+                "native snapshot uploaded"
             );
             Ok(handle)
         }))
@@ -256,10 +311,14 @@ fn copy_key_groups<K: StateKey>(
     db.write_opt(batch, wo).map_err(|e| db_err("restoring key groups", e))
 }
 
+/// Uploads a native checkpoint's files: with `shared`, data files the confirmed
+/// checkpoint has are reused and new ones go to the shared area; without, every file is
+/// this checkpoint's own.
 fn upload(
     snap_dir: &std::path::Path,
     mut handle: IncrementalKeyedHandle,
     confirmed: &HashMap<String, StreamHandle>,
+    shared: bool,
     storage: &dyn CheckpointStorage,
 ) -> Result<IncrementalKeyedHandle> {
     let mut names: Vec<String> = std::fs::read_dir(snap_dir)
@@ -272,7 +331,7 @@ fn upload(
     let mut private = Vec::new();
     for name in names {
         let path = snap_dir.join(&name);
-        if name.ends_with(".sst") {
+        if shared && name.ends_with(".sst") {
             match confirmed.get(&name) {
                 Some(stream) => handle.shared_files.push(SnapshotFile {
                     local_name: name,

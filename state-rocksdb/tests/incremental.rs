@@ -224,3 +224,78 @@ fn a_cancelled_incremental_part_uploads_nothing_and_the_next_one_completes() {
     r.set_current_key(&7).unwrap();
     assert_eq!(r.value(&v).get().unwrap(), Some(7));
 }
+
+/// A native full checkpoint: every file is the checkpoint's own (nothing reused from
+/// the incremental base, nothing in `shared/`), it does not become the base of the next
+/// incremental checkpoint, and it restores by opening its files, rescaling included.
+#[test]
+fn a_native_full_checkpoint_stands_alone_and_restores_at_any_parallelism() {
+    let root = tempfile::tempdir().unwrap();
+    let storage = FsCheckpointStorage::open(root.path().to_str().unwrap(), "job", FsOptions::default()).unwrap();
+    let mut b = RocksDbKeyedStateBackend::<u64>::new(&ctx_for(1, 0), RocksDbConfig::default()).unwrap();
+    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let mut model = BTreeMap::new();
+    for k in 0..KEYS {
+        b.set_current_key(&k).unwrap();
+        b.value(&v).update(k).unwrap();
+        model.insert(k, k);
+    }
+    let base = b.snapshot_incremental(1).unwrap().run(&storage).unwrap();
+    b.notify_checkpoint_complete(1);
+    let base_names: BTreeSet<String> = base.shared_files.iter().map(|f| f.local_name.clone()).collect();
+    assert!(!base_names.is_empty());
+
+    for k in (0..KEYS).step_by(50) {
+        b.set_current_key(&k).unwrap();
+        b.value(&v).update(k + 7).unwrap();
+        model.insert(k, k + 7);
+    }
+    let before = storage.bytes_written();
+    let full = b.native_full_snapshot(2).unwrap().run(&storage).unwrap();
+    let full_bytes = storage.bytes_written() - before;
+    assert!(full.shared_files.is_empty(), "{:?}", full.shared_files);
+    let names: BTreeSet<String> = full.private_files.iter().map(|f| f.local_name.clone()).collect();
+    assert!(names.iter().any(|n| n.ends_with(".sst")), "{names:?}");
+    assert!(
+        names.is_superset(&base_names),
+        "the full checkpoint uploads the base's data files again"
+    );
+    let on_disk: u64 = full.private_files.iter().map(|f| f.stream.size()).sum();
+    assert_eq!(full_bytes, on_disk, "every byte is the checkpoint's own");
+    b.notify_checkpoint_complete(2);
+
+    // The next incremental checkpoint still reuses checkpoint 1's files, not 2's.
+    let next = b.snapshot_incremental(3).unwrap().run(&storage).unwrap();
+    let reused: Vec<_> = next
+        .shared_files
+        .iter()
+        .filter(|f| base.shared_files.iter().any(|g| g.stream == f.stream))
+        .collect();
+    assert!(!reused.is_empty(), "checkpoint 3 reuses checkpoint 1's uploads");
+    for f in &next.shared_files {
+        assert!(
+            !full.private_files.iter().any(|g| g.stream == f.stream),
+            "{} refers to the full checkpoint's file",
+            f.local_name
+        );
+    }
+
+    let mut one = RocksDbKeyedStateBackend::<u64>::restore_incremental(
+        &ctx_for(1, 0),
+        RocksDbConfig::default(),
+        std::slice::from_ref(&full),
+        &storage,
+    )
+    .unwrap();
+    check(&mut one, &model, 1, 0);
+    for index in 0..3 {
+        let mut r = RocksDbKeyedStateBackend::<u64>::restore_incremental(
+            &ctx_for(3, index),
+            RocksDbConfig::default(),
+            std::slice::from_ref(&full),
+            &storage,
+        )
+        .unwrap();
+        check(&mut r, &model, 3, index);
+    }
+}
