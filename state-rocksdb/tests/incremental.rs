@@ -23,6 +23,39 @@ fn ctx_for(parallelism: u32, index: u32) -> BackendContext {
         .with_clock(Arc::new(ManualClock::new(0)))
 }
 
+/// One subtask holding `KEYS` keys (value = key) in state `v`, and the model of them.
+fn populated() -> (
+    RocksDbKeyedStateBackend<u64>,
+    state_api::ValueStateHandle<u64>,
+    BTreeMap<u64, u64>,
+) {
+    let mut b = RocksDbKeyedStateBackend::<u64>::new(&ctx_for(1, 0), RocksDbConfig::default()).unwrap();
+    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+    let mut model = BTreeMap::new();
+    for k in 0..KEYS {
+        b.set_current_key(&k).unwrap();
+        b.value(&v).update(k).unwrap();
+        model.insert(k, k);
+    }
+    (b, v, model)
+}
+
+/// Subtask `index` of `parallelism` restored from `handles`.
+fn restore(
+    parallelism: u32,
+    index: u32,
+    handles: &[state_api::IncrementalKeyedHandle],
+    storage: &FsCheckpointStorage,
+) -> RocksDbKeyedStateBackend<u64> {
+    RocksDbKeyedStateBackend::<u64>::restore_incremental(
+        &ctx_for(parallelism, index),
+        RocksDbConfig::default(),
+        handles,
+        storage,
+    )
+    .unwrap()
+}
+
 fn check(b: &mut RocksDbKeyedStateBackend<u64>, model: &BTreeMap<u64, u64>, parallelism: u32, index: u32) {
     let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
     let mut owned = 0;
@@ -49,14 +82,7 @@ fn incremental_chain_with_retention_restores_and_leaves_no_unreferenced_file() {
     let root = tempfile::tempdir().unwrap();
     let options = FsOptions::builder().retained_checkpoints(2).build().unwrap();
     let storage = FsCheckpointStorage::open(root.path().to_str().unwrap(), "job", options).unwrap();
-    let mut b = RocksDbKeyedStateBackend::<u64>::new(&ctx_for(1, 0), RocksDbConfig::default()).unwrap();
-    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
-    let mut model = BTreeMap::new();
-    for k in 0..KEYS {
-        b.set_current_key(&k).unwrap();
-        b.value(&v).update(k).unwrap();
-        model.insert(k, k);
-    }
+    let (mut b, v, mut model) = populated();
     let mut uploaded = Vec::new();
     for id in 1..=6u64 {
         if id > 1 {
@@ -83,13 +109,7 @@ fn incremental_chain_with_retention_restores_and_leaves_no_unreferenced_file() {
         // Restore the latest checkpoint and compare with the model.
         let latest = storage.latest_checkpoint().unwrap().unwrap();
         assert_eq!(latest.checkpoint_id, id);
-        let mut r = RocksDbKeyedStateBackend::<u64>::restore_incremental(
-            &ctx_for(1, 0),
-            RocksDbConfig::default(),
-            &latest.snapshot.operators[0].incremental(),
-            &storage,
-        )
-        .unwrap();
+        let mut r = restore(1, 0, &latest.snapshot.operators[0].incremental(), &storage);
         check(&mut r, &model, 1, 0);
 
         // shared/ holds exactly what the retained checkpoints reference.
@@ -130,24 +150,12 @@ fn incremental_restore_rescales_up_and_down() {
         handles.push(b.snapshot_incremental(1).unwrap().run(&storage).unwrap());
     }
     // 2 -> 1: both handles merged (copy of owned key groups).
-    let mut one = RocksDbKeyedStateBackend::<u64>::restore_incremental(
-        &ctx_for(1, 0),
-        RocksDbConfig::default(),
-        &handles,
-        &storage,
-    )
-    .unwrap();
+    let mut one = restore(1, 0, &handles, &storage);
     check(&mut one, &model, 1, 0);
     // 1 -> 3: each new subtask opens the covering handle and drops the other key groups.
     let h = one.snapshot_incremental(2).unwrap().run(&storage).unwrap();
     for index in 0..3 {
-        let mut r = RocksDbKeyedStateBackend::<u64>::restore_incremental(
-            &ctx_for(3, index),
-            RocksDbConfig::default(),
-            std::slice::from_ref(&h),
-            &storage,
-        )
-        .unwrap();
+        let mut r = restore(3, index, std::slice::from_ref(&h), &storage);
         check(&mut r, &model, 3, index);
     }
     // A wrong key type is refused.
@@ -232,14 +240,7 @@ fn a_cancelled_incremental_part_uploads_nothing_and_the_next_one_completes() {
 fn a_native_full_checkpoint_stands_alone_and_restores_at_any_parallelism() {
     let root = tempfile::tempdir().unwrap();
     let storage = FsCheckpointStorage::open(root.path().to_str().unwrap(), "job", FsOptions::default()).unwrap();
-    let mut b = RocksDbKeyedStateBackend::<u64>::new(&ctx_for(1, 0), RocksDbConfig::default()).unwrap();
-    let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
-    let mut model = BTreeMap::new();
-    for k in 0..KEYS {
-        b.set_current_key(&k).unwrap();
-        b.value(&v).update(k).unwrap();
-        model.insert(k, k);
-    }
+    let (mut b, v, mut model) = populated();
     let base = b.snapshot_incremental(1).unwrap().run(&storage).unwrap();
     b.notify_checkpoint_complete(1);
     let base_names: BTreeSet<String> = base.shared_files.iter().map(|f| f.local_name.clone()).collect();
@@ -280,22 +281,10 @@ fn a_native_full_checkpoint_stands_alone_and_restores_at_any_parallelism() {
         );
     }
 
-    let mut one = RocksDbKeyedStateBackend::<u64>::restore_incremental(
-        &ctx_for(1, 0),
-        RocksDbConfig::default(),
-        std::slice::from_ref(&full),
-        &storage,
-    )
-    .unwrap();
+    let mut one = restore(1, 0, std::slice::from_ref(&full), &storage);
     check(&mut one, &model, 1, 0);
     for index in 0..3 {
-        let mut r = RocksDbKeyedStateBackend::<u64>::restore_incremental(
-            &ctx_for(3, index),
-            RocksDbConfig::default(),
-            std::slice::from_ref(&full),
-            &storage,
-        )
-        .unwrap();
+        let mut r = restore(3, index, std::slice::from_ref(&full), &storage);
         check(&mut r, &model, 3, index);
     }
 }

@@ -35,6 +35,18 @@ struct Row {
 }
 
 impl Row {
+    /// A row of two durations, in milliseconds.
+    fn ms(name: String, ours: Duration, baseline: Duration, baseline_name: &'static str, target: &'static str) -> Row {
+        Row {
+            name,
+            ours: ours.as_secs_f64() * 1e3,
+            baseline: baseline.as_secs_f64() * 1e3,
+            unit: "ms",
+            baseline_name,
+            target,
+        }
+    }
+
     fn ratio(&self) -> f64 {
         self.ours / self.baseline.max(f64::MIN_POSITIVE)
     }
@@ -457,28 +469,24 @@ fn rocksdb_checkpoints(n: u64, rows: &mut Vec<Row>) -> Result<()> {
         baseline_name: "full canonical checkpoint",
         target: "≤ 0.05×",
     });
-    rows.push(Row {
-        name: format!(
+    rows.push(Row::ms(
+        format!(
             "rocksdb incremental checkpoint after 1% updates (first, all files: {} bytes in {:.0?})",
             first.size(),
             first_time
         ),
-        ours: incr_time.as_secs_f64() * 1e3,
-        baseline: full_time.as_secs_f64() * 1e3,
-        unit: "ms",
-        baseline_name: "full canonical checkpoint",
-        target: "",
-    });
-    rows.push(Row {
-        name: format!(
-            "rocksdb first incremental checkpoint of {n} keys: synchronous part (memtable flush, hard links)"
-        ),
-        ours: first_sync.as_secs_f64() * 1e3,
-        baseline: first_time.as_secs_f64() * 1e3,
-        unit: "ms",
-        baseline_name: "the whole checkpoint",
-        target: "< 100 ms",
-    });
+        incr_time,
+        full_time,
+        "full canonical checkpoint",
+        "",
+    ));
+    rows.push(Row::ms(
+        format!("rocksdb first incremental checkpoint of {n} keys: synchronous part (memtable flush, hard links)"),
+        first_sync,
+        first_time,
+        "the whole checkpoint",
+        "< 100 ms",
+    ));
     // The flush is bounded by the write buffer: with a smaller one RocksDB has flushed
     // most entries in the background before the checkpoint.
     let small = RocksDbConfig {
@@ -498,32 +506,30 @@ fn rocksdb_checkpoints(n: u64, rows: &mut Vec<Row>) -> Result<()> {
     let small_sync = t.elapsed();
     drop(pending);
     drop(b);
-    rows.push(Row {
-        name: format!("rocksdb first incremental checkpoint of {n} keys, 8 MiB write buffer: synchronous part"),
-        ours: small_sync.as_secs_f64() * 1e3,
-        baseline: first_sync.as_secs_f64() * 1e3,
-        unit: "ms",
-        baseline_name: "the same with RocksDB's 64 MiB default",
-        target: "< 100 ms",
-    });
+    rows.push(Row::ms(
+        format!("rocksdb first incremental checkpoint of {n} keys, 8 MiB write buffer: synchronous part"),
+        small_sync,
+        first_sync,
+        "the same with RocksDB's 64 MiB default",
+        "< 100 ms",
+    ));
     // Flink 2.x's native full checkpoint: every SST uploaded as the checkpoint's own.
     let t = Instant::now();
     let pending = single.native_full_snapshot(4)?;
     let native_sync = t.elapsed();
     let native = pending.run(&storage)?;
     let native_time = t.elapsed();
-    rows.push(Row {
-        name: format!(
+    rows.push(Row::ms(
+        format!(
             "rocksdb native full checkpoint of {n} keys (all SSTs, {} bytes; synchronous part {:.1} ms)",
             native.size(),
             native_sync.as_secs_f64() * 1e3
         ),
-        ours: native_time.as_secs_f64() * 1e3,
-        baseline: full_time.as_secs_f64() * 1e3,
-        unit: "ms",
-        baseline_name: "full canonical checkpoint",
-        target: "",
-    });
+        native_time,
+        full_time,
+        "full canonical checkpoint",
+        "",
+    ));
     let restore_native = |handle: &state_api::IncrementalKeyedHandle| -> Result<Duration> {
         let t = Instant::now();
         let mut r = RocksDbKeyedStateBackend::<u64>::restore_incremental(
@@ -546,14 +552,13 @@ fn rocksdb_checkpoints(n: u64, rows: &mut Vec<Row>) -> Result<()> {
         v[v.len() / 2]
     };
     let (incr_restore, native_restore) = (median(incr_times), median(native_times));
-    rows.push(Row {
-        name: format!("rocksdb restore {n} keys from the native full checkpoint (median of 5)"),
-        ours: native_restore.as_secs_f64() * 1e3,
-        baseline: incr_restore.as_secs_f64() * 1e3,
-        unit: "ms",
-        baseline_name: "restore from incremental",
-        target: "≤ 1.2×",
-    });
+    rows.push(Row::ms(
+        format!("rocksdb restore {n} keys from the native full checkpoint (median of 5)"),
+        native_restore,
+        incr_restore,
+        "restore from incremental",
+        "≤ 1.2×",
+    ));
     let t = Instant::now();
     let mut r = RocksDbKeyedStateBackend::<u64>::restore(
         &BackendContext::single(128),
@@ -564,14 +569,13 @@ fn rocksdb_checkpoints(n: u64, rows: &mut Vec<Row>) -> Result<()> {
     r.register(ValueStateDescriptor::<u64>::new("v"))?;
     let full_restore = t.elapsed();
     drop(r);
-    rows.push(Row {
-        name: format!("rocksdb restore {n} keys from incremental (native files, median of 5)"),
-        ours: incr_restore.as_secs_f64() * 1e3,
-        baseline: full_restore.as_secs_f64() * 1e3,
-        unit: "ms",
-        baseline_name: "restore from full canonical",
-        target: "",
-    });
+    rows.push(Row::ms(
+        format!("rocksdb restore {n} keys from incremental (native files, median of 5)"),
+        incr_restore,
+        full_restore,
+        "restore from full canonical",
+        "",
+    ));
     for (i, b) in two.iter_mut().enumerate() {
         handles2.push(b.snapshot_incremental(10 + i as u64)?.run(&storage)?);
     }
@@ -586,14 +590,13 @@ fn rocksdb_checkpoints(n: u64, rows: &mut Vec<Row>) -> Result<()> {
         r.register(ValueStateDescriptor::<u64>::new("v"))?;
     }
     let rescale = t.elapsed();
-    rows.push(Row {
-        name: format!("rocksdb rescale 2 -> 3 of {n} keys from incremental (all three subtasks, sequentially)"),
-        ours: rescale.as_secs_f64() * 1e3,
-        baseline: incr_restore.as_secs_f64() * 1e3,
-        unit: "ms",
-        baseline_name: "one restore without rescaling",
-        target: "",
-    });
+    rows.push(Row::ms(
+        format!("rocksdb rescale 2 -> 3 of {n} keys from incremental (all three subtasks, sequentially)"),
+        rescale,
+        incr_restore,
+        "one restore without rescaling",
+        "",
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
