@@ -90,11 +90,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
             .and_then(|c| c.create_checkpoint(&snap_dir))
             .map_err(|e| db_err(format!("creating a RocksDB checkpoint at `{}`", snap_dir.display()), e))?;
         // A full checkpoint neither reuses the confirmed files nor becomes the base.
-        let confirmed = if incremental {
-            self.confirmed.clone()
-        } else {
-            HashMap::new()
-        };
+        let confirmed = incremental.then(|| self.confirmed.clone());
         let pending = incremental.then(|| Arc::clone(&self.pending));
         let base = IncrementalKeyedHandle {
             checkpoint_id,
@@ -108,7 +104,7 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
         };
         let keep_dir = self.db.hold_dir();
         Ok(AsyncSnapshot::new(checkpoint_id, move |storage| {
-            let result = upload(&snap_dir, base, &confirmed, incremental, storage);
+            let result = upload(&snap_dir, base, confirmed.as_ref(), storage);
             let _ = std::fs::remove_dir_all(&snap_dir);
             drop(keep_dir);
             let handle = result?;
@@ -311,14 +307,13 @@ fn copy_key_groups<K: StateKey>(
     db.write_opt(batch, wo).map_err(|e| db_err("restoring key groups", e))
 }
 
-/// Uploads a native checkpoint's files: with `shared`, data files the confirmed
-/// checkpoint has are reused and new ones go to the shared area; without, every file is
-/// this checkpoint's own.
+/// Uploads a native checkpoint's files: incrementally (`confirmed`: the data files of the
+/// last completed checkpoint, which are reused; new ones go to the shared area), or with
+/// `None` every file as this checkpoint's own.
 fn upload(
     snap_dir: &std::path::Path,
     mut handle: IncrementalKeyedHandle,
-    confirmed: &HashMap<String, StreamHandle>,
-    shared: bool,
+    confirmed: Option<&HashMap<String, StreamHandle>>,
     storage: &dyn CheckpointStorage,
 ) -> Result<IncrementalKeyedHandle> {
     let mut names: Vec<String> = std::fs::read_dir(snap_dir)
@@ -331,7 +326,7 @@ fn upload(
     let mut private = Vec::new();
     for name in names {
         let path = snap_dir.join(&name);
-        if shared && name.ends_with(".sst") {
+        if let Some(confirmed) = confirmed.filter(|_| name.ends_with(".sst")) {
             match confirmed.get(&name) {
                 Some(stream) => handle.shared_files.push(SnapshotFile {
                     local_name: name,

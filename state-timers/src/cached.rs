@@ -239,7 +239,10 @@ impl<H: ?Sized, S: OrderedTimerStore<H>> TimerQueue<H> for CachedTimerQueue<S> {
     fn add(&mut self, host: &mut H, timer: &TimerEntry) -> Result<bool> {
         let i = self.range.owned_index(timer.key_group)?;
         let key = timer.encode_key(self.max_parallelism);
-        if self.cache_decides(i, timer) {
+        // A new timer the cache decides on belongs in it: the cache is complete, or the
+        // timer sorts below its last one.
+        let in_cache = self.cache_decides(i, timer);
+        if in_cache {
             if self.groups[i].cache.contains(timer) {
                 return Ok(false);
             }
@@ -250,7 +253,7 @@ impl<H: ?Sized, S: OrderedTimerStore<H>> TimerQueue<H> for CachedTimerQueue<S> {
         let g = &mut self.groups[i];
         let old = g.cache.first().cloned();
         g.count += 1;
-        if g.complete || g.cache.last().is_some_and(|last| timer < last) {
+        if in_cache {
             g.cache.insert(timer.clone());
             if g.cache.len() > self.cache_size {
                 g.cache.pop_last();
