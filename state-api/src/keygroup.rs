@@ -249,9 +249,7 @@ pub fn key_group_and_bytes<K: serde::Serialize + ?Sized>(
 ) -> Result<u32> {
     check_max_parallelism(max_parallelism)?;
     buf.clear();
-    let out =
-        postcard::to_extend(key, std::mem::take(buf)).map_err(|e| StateError::serialization("<key>", "key", e))?;
-    *buf = out;
+    crate::raw::append_postcard(key, buf).map_err(|e| StateError::serialization("<key>", "key", e))?;
     Ok(key_group_for_hash(stable_hash(buf), max_parallelism))
 }
 

@@ -122,6 +122,16 @@ impl<K: StateKey> std::fmt::Debug for HeapKeyedStateBackend<K> {
     }
 }
 
+/// The error for a state used with other types than it was registered with.
+fn mismatch<S>(meta: &StateMeta) -> StateError {
+    StateError::IncompatibleType {
+        name: meta.name.clone(),
+        role: "value",
+        existing: meta.value_type.clone(),
+        requested: type_name_of::<S>(),
+    }
+}
+
 pub(crate) fn unknown_id(id: StateId) -> StateError {
     StateError::UnknownState {
         name: format!("#{}", id.0),
@@ -368,18 +378,6 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
         Ok(id)
     }
 
-    pub(crate) fn mismatch<S>(&self, id: StateId) -> StateError {
-        match self.states.get(id.0 as usize) {
-            Some(state) => StateError::IncompatibleType {
-                name: state.meta.name.clone(),
-                role: "value",
-                existing: state.meta.value_type.clone(),
-                requested: type_name_of::<S>(),
-            },
-            None => unknown_id(id),
-        }
-    }
-
     /// The current key and the key group's map of a state, for reading.
     pub(crate) fn kg<N: Namespace, S: Stored>(&self, id: StateId) -> Result<(&K, &KgMap<K, N, S>)> {
         let cur = self.current.as_ref().ok_or_else(|| StateError::NoCurrentKey)?;
@@ -388,8 +386,8 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
             .table
             .as_any()
             .downcast_ref::<Table<K, N, S>>()
-            .ok_or_else(|| self.mismatch::<S>(id))?;
-        Ok((&cur.key, &table.kgs[cur.kg_index]))
+            .ok_or_else(|| mismatch::<S>(&state.meta))?;
+        Ok((&cur.key, table.kgs[cur.kg_index].get()))
     }
 
     /// Adds to the current key's list in `ns`: `add` gets the existing list to extend,
@@ -428,21 +426,17 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
     /// The current key and the key group's map of a state, for writing (copies the key
     /// group first if a running snapshot still holds it).
     pub(crate) fn kg_mut<N: Namespace, S: Stored>(&mut self, id: StateId) -> Result<(&K, &mut KgMap<K, N, S>)> {
-        if self
-            .states
-            .get(id.0 as usize)
-            .is_some_and(|s| s.table.as_any().downcast_ref::<Table<K, N, S>>().is_none())
-        {
-            return Err(self.mismatch::<S>(id));
-        }
         let cur = self.current.as_ref().ok_or_else(|| StateError::NoCurrentKey)?;
         let state = self.states.get_mut(id.0 as usize).ok_or_else(|| unknown_id(id))?;
+        if !state.table.as_any().is::<Table<K, N, S>>() {
+            return Err(mismatch::<S>(&state.meta));
+        }
         let table = state
             .table
             .as_any_mut()
             .downcast_mut::<Table<K, N, S>>()
             .ok_or_else(|| unknown_id(id))?;
-        Ok((&cur.key, Arc::make_mut(&mut table.kgs[cur.kg_index])))
+        Ok((&cur.key, table.kgs[cur.kg_index].get_mut()))
     }
 }
 

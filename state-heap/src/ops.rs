@@ -323,7 +323,7 @@ impl<K: StateKey> RawKeyedBackend for HeapKeyedStateBackend<K> {
         let now = self.clock.now_millis();
         let mut metas: Vec<StateMeta> = Vec::with_capacity(self.states.len() + self.restored.len());
         let mut pinned: Vec<(Box<dyn PinnedTable>, Option<TtlConfig>)> = Vec::with_capacity(self.states.len());
-        for state in &self.states {
+        for state in &mut self.states {
             metas.push(state.meta.clone());
             pinned.push((
                 state.table.pin(),

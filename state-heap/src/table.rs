@@ -1,10 +1,11 @@
 //! Typed, key-group partitioned, copy-on-write state tables.
 //!
-//! A table holds one state: per key group an `Arc` of a hash map from (key, namespace)
-//! to the stored value. The synchronous part of a snapshot clones the `Arc`s (a few
-//! hundred pointer copies, whatever the state size); the first write to a key group
-//! that a snapshot still holds copies that key group's map (`Arc::make_mut`), so the
-//! snapshot keeps the old values while the task keeps writing.
+//! A table holds one state: per key group a hash map from (key, namespace) to the
+//! stored value, owned or shared with snapshots ([`Cow`]). The synchronous part of a
+//! snapshot moves each map into an `Arc` and clones it (a few hundred pointer copies,
+//! whatever the state size); the first write to a key group that a snapshot still holds
+//! copies that key group's map, so the snapshot keeps the old values while the task
+//! keeps writing.
 
 use std::any::Any;
 use std::hash::{Hash, Hasher};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use hashbrown::{Equivalent, HashMap};
 use state_api::raw::format::{RawEntry, SectionBuilder, deserialize, put_i64, put_serialized, put_varint};
-use state_api::raw::{StateMeta, TtlValue};
+use state_api::raw::{SnapshotCow as Cow, StateMeta, TtlValue};
 use state_api::{Namespace, Result, StateKey, StateValue, TtlConfig};
 
 use crate::estimate::{MAP_ENTRY_OVERHEAD, TABLE_ENTRY_OVERHEAD, TIMESTAMP, estimate};
@@ -229,19 +230,19 @@ pub(crate) fn key_ns_estimate<K: StateKey, N: Namespace>(key: &K, ns: &N) -> u64
 
 /// A typed state table.
 pub(crate) struct Table<K, N, S> {
-    pub(crate) kgs: Vec<Arc<KgMap<K, N, S>>>,
+    pub(crate) kgs: Vec<Cow<KgMap<K, N, S>>>,
 }
 
 impl<K: StateKey, N: Namespace, S: Stored> Table<K, N, S> {
     pub(crate) fn new(key_groups: usize) -> Self {
         Table {
-            kgs: (0..key_groups).map(|_| Arc::new(KgMap::new())).collect(),
+            kgs: (0..key_groups).map(|_| Cow::default()).collect(),
         }
     }
 
     /// Inserts decoded entries of one key group.
     pub(crate) fn load(&mut self, kg_index: usize, entries: &[RawEntry<'_>], meta: &StateMeta) -> Result<()> {
-        let map = Arc::make_mut(&mut self.kgs[kg_index]);
+        let map = self.kgs[kg_index].get_mut();
         map.reserve(entries.len());
         for entry in entries {
             let (key, namespace) = match entry {
@@ -262,7 +263,7 @@ pub(crate) trait ErasedTable<K>: Send {
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// Pins every key group for a snapshot (the synchronous part: `Arc` clones only).
-    fn pin(&self) -> Box<dyn PinnedTable>;
+    fn pin(&mut self) -> Box<dyn PinnedTable>;
     /// Keys with an entry in namespace `ns` (which must be a `&N`).
     fn keys_in(&self, ns: &dyn Any) -> Vec<K>;
     /// Every (key, namespace) pair with an entry, as a `Vec<(K, N)>`.
@@ -293,15 +294,17 @@ impl<K: StateKey, N: Namespace, S: Stored> ErasedTable<K> for Table<K, N, S> {
         self
     }
 
-    fn pin(&self) -> Box<dyn PinnedTable> {
-        Box::new(Pinned { kgs: self.kgs.clone() })
+    fn pin(&mut self) -> Box<dyn PinnedTable> {
+        Box::new(Pinned {
+            kgs: self.kgs.iter_mut().map(Cow::share).collect(),
+        })
     }
 
     fn keys_and_namespaces(&self) -> Box<dyn Any> {
         let pairs: Vec<(K, N)> = self
             .kgs
             .iter()
-            .flat_map(|m| m.keys().map(|(k, n)| (k.clone(), n.clone())))
+            .flat_map(|m| m.get().keys().map(|(k, n)| (k.clone(), n.clone())))
             .collect();
         Box::new(pairs)
     }
@@ -312,23 +315,23 @@ impl<K: StateKey, N: Namespace, S: Stored> ErasedTable<K> for Table<K, N, S> {
         };
         self.kgs
             .iter()
-            .flat_map(|m| m.keys().filter(|(_, n)| n == ns).map(|(k, _)| k.clone()))
+            .flat_map(|m| m.get().keys().filter(|(_, n)| n == ns).map(|(k, _)| k.clone()))
             .collect()
     }
 
     fn key_group_len(&self, kg_index: usize) -> usize {
-        self.kgs.get(kg_index).map_or(0, |m| m.len())
+        self.kgs.get(kg_index).map_or(0, |m| m.get().len())
     }
 
     fn cleanup_key_group(&mut self, kg_index: usize, ttl: &TtlConfig, now: i64, measure: bool) -> u64 {
         let Some(kg) = self.kgs.get_mut(kg_index) else {
             return 0;
         };
-        if !kg.values().any(|s| s.has_expired(ttl, now)) {
+        if !kg.get().values().any(|s| s.has_expired(ttl, now)) {
             return 0;
         }
         let mut freed = 0;
-        Arc::make_mut(kg).retain(|(k, n), s| {
+        kg.get_mut().retain(|(k, n), s| {
             let before = if measure { s.estimate() } else { 0 };
             let keep = s.retain_live(ttl, now);
             if measure {
@@ -346,7 +349,7 @@ impl<K: StateKey, N: Namespace, S: Stored> ErasedTable<K> for Table<K, N, S> {
     fn estimate_bytes(&self) -> u64 {
         self.kgs
             .iter()
-            .flat_map(|m| m.iter())
+            .flat_map(|m| m.get().iter())
             .map(|((k, n), s)| key_ns_estimate(k, n) + s.estimate())
             .sum()
     }
@@ -354,6 +357,7 @@ impl<K: StateKey, N: Namespace, S: Stored> ErasedTable<K> for Table<K, N, S> {
     fn entry_estimate(&self, kg_index: usize, key: &K, ns: &dyn Any) -> u64 {
         match (ns.downcast_ref::<N>(), self.kgs.get(kg_index)) {
             (Some(ns), Some(map)) => map
+                .get()
                 .get(&KeyNs(key, ns))
                 .map_or(0, |s| key_ns_estimate(key, ns) + s.estimate()),
             _ => 0,
@@ -361,19 +365,19 @@ impl<K: StateKey, N: Namespace, S: Stored> ErasedTable<K> for Table<K, N, S> {
     }
 
     fn len(&self) -> usize {
-        self.kgs.iter().map(|m| m.len()).sum()
+        self.kgs.iter().map(|m| m.get().len()).sum()
     }
 
     fn contains(&self, kg_index: usize, key: &K, ns: &dyn Any) -> bool {
         match (ns.downcast_ref::<N>(), self.kgs.get(kg_index)) {
-            (Some(ns), Some(map)) => map.contains_key(&KeyNs(key, ns)),
+            (Some(ns), Some(map)) => map.get().contains_key(&KeyNs(key, ns)),
             _ => false,
         }
     }
 
     fn remove(&mut self, kg_index: usize, key: &K, ns: &dyn Any) {
         if let (Some(ns), Some(map)) = (ns.downcast_ref::<N>(), self.kgs.get_mut(kg_index)) {
-            Arc::make_mut(map).remove(&KeyNs(key, ns));
+            map.get_mut().remove(&KeyNs(key, ns));
         }
     }
 }

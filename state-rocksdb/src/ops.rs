@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 use state_api::raw::format::deserialize;
-use state_api::raw::{RawKeyedBackend, RawMapIter};
+use state_api::raw::{RawKeyedBackend, RawMapIter, append_postcard};
 use state_api::raw::{StateId, StateMeta, StateShape, TtlValue};
 use state_api::{
     AsyncSnapshot, Clock, KeyGroupRange, KeyedSnapshotHandle, Migrations, Namespace, Result, StateError, StateKey,
@@ -44,14 +44,12 @@ pub(crate) fn make_key<K, N: Namespace>(
     let cur = current.as_ref().ok_or_else(|| StateError::NoCurrentKey)?;
     buf.clear();
     buf.extend_from_slice(&cur.prefix);
-    let taken = std::mem::take(buf);
-    *buf = postcard::to_extend(ns, taken).map_err(|e| StateError::serialization(state.to_string(), "namespace", e))?;
+    append_postcard(ns, buf).map_err(|e| StateError::serialization(state.to_string(), "namespace", e))?;
     Ok(())
 }
 
 pub(crate) fn encode<T: serde::Serialize>(buf: &mut Vec<u8>, value: &T, state: &str, role: &'static str) -> Result<()> {
-    let taken = std::mem::take(buf);
-    *buf = postcard::to_extend(value, taken).map_err(|e| StateError::serialization(state.to_string(), role, e))?;
+    append_postcard(value, buf).map_err(|e| StateError::serialization(state.to_string(), role, e))?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use state_api::raw::SnapshotCow;
 use state_api::{KeyGroupRange, PinnedTimers, Result, TimerEntry, TimerQueue, TimerQueueInfo};
 
 /// Timers in memory (Flink's `HeapPriorityQueueSet` partitioned by key group): one
@@ -11,8 +12,9 @@ use state_api::{KeyGroupRange, PinnedTimers, Result, TimerEntry, TimerQueue, Tim
 /// an ordered set of each key group's first timer, so the next timer overall is found
 /// in O(log key groups).
 ///
-/// Snapshots are asynchronous: [`TimerQueue::pin`] clones one `Arc` per key group; the
-/// first change to a pinned key group afterwards copies that key group only.
+/// Snapshots are asynchronous: [`TimerQueue::pin`] shares each key group's set through an
+/// `Arc` ([`SnapshotCow`]); the first change to a key group a snapshot still holds copies
+/// that key group only.
 ///
 /// ```
 /// use state_api::{KeyGroupRange, TimerEntry, TimerQueue, TimerQueueInfo};
@@ -30,7 +32,7 @@ use state_api::{KeyGroupRange, PinnedTimers, Result, TimerEntry, TimerQueue, Tim
 #[derive(Debug, Clone)]
 pub struct HeapTimerQueue {
     range: KeyGroupRange,
-    groups: Vec<Arc<BTreeSet<TimerEntry>>>,
+    groups: Vec<SnapshotCow<BTreeSet<TimerEntry>>>,
     heads: BTreeSet<TimerEntry>,
     len: usize,
 }
@@ -40,7 +42,7 @@ impl HeapTimerQueue {
     pub fn new(range: KeyGroupRange) -> Self {
         HeapTimerQueue {
             range,
-            groups: (0..range.len()).map(|_| Arc::new(BTreeSet::new())).collect(),
+            groups: (0..range.len()).map(|_| SnapshotCow::default()).collect(),
             heads: BTreeSet::new(),
             len: 0,
         }
@@ -64,7 +66,7 @@ impl TimerQueueInfo for HeapTimerQueue {
 impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
     fn add(&mut self, host: &mut H, timer: &TimerEntry) -> Result<bool> {
         let i = self.range.owned_index(timer.key_group)?;
-        if self.groups[i].contains(timer) {
+        if self.groups[i].get().contains(timer) {
             return Ok(false);
         }
         TimerQueue::<H>::add_owned(self, host, timer.clone())
@@ -74,10 +76,10 @@ impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
     /// head (and a pinned key group is copied only for a new timer).
     fn add_owned(&mut self, _host: &mut H, timer: TimerEntry) -> Result<bool> {
         let i = self.range.owned_index(timer.key_group)?;
-        if Arc::strong_count(&self.groups[i]) > 1 && self.groups[i].contains(&timer) {
+        if matches!(self.groups[i], SnapshotCow::Shared(_)) && self.groups[i].get().contains(&timer) {
             return Ok(false);
         }
-        let group = Arc::make_mut(&mut self.groups[i]);
+        let group = self.groups[i].get_mut();
         // An equal timer is never below the head, so a new head is never a duplicate.
         if group.first().is_none_or(|head| timer < *head) {
             if let Some(old) = group.first() {
@@ -99,20 +101,20 @@ impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
         let mut added = 0;
         for timer in timers {
             let i = self.range.owned_index(timer.key_group)?;
-            if self.groups[i].contains(timer) {
+            if self.groups[i].get().contains(timer) {
                 continue;
             }
             if !old_heads.iter().any(|(j, _)| *j == i) {
-                old_heads.push((i, self.groups[i].first().cloned()));
+                old_heads.push((i, self.groups[i].get().first().cloned()));
             }
-            Arc::make_mut(&mut self.groups[i]).insert(timer.clone());
+            self.groups[i].get_mut().insert(timer.clone());
             added += 1;
         }
         for (i, old) in old_heads {
             if let Some(h) = old {
                 self.heads.remove(&h);
             }
-            if let Some(h) = self.groups[i].first() {
+            if let Some(h) = self.groups[i].get().first() {
                 self.heads.insert(h.clone());
             }
         }
@@ -124,10 +126,10 @@ impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
         let Some(i) = self.range.index_of(timer.key_group) else {
             return Ok(false);
         };
-        if !self.groups[i].contains(timer) {
+        if !self.groups[i].get().contains(timer) {
             return Ok(false);
         }
-        let group = Arc::make_mut(&mut self.groups[i]);
+        let group = self.groups[i].get_mut();
         let was_head = group.first() == Some(timer);
         group.remove(timer);
         if was_head {
@@ -147,7 +149,7 @@ impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
             return Ok(None);
         };
         let i = self.range.owned_index(head.key_group)?;
-        let group = Arc::make_mut(&mut self.groups[i]);
+        let group = self.groups[i].get_mut();
         group.pop_first();
         if let Some(next) = group.first() {
             self.heads.insert(next.clone());
@@ -159,7 +161,7 @@ impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
     fn pin(&mut self, _host: &mut H) -> Result<Box<dyn PinnedTimers>> {
         Ok(Box::new(PinnedHeap {
             range: self.range,
-            groups: self.groups.clone(),
+            groups: self.groups.iter_mut().map(SnapshotCow::share).collect(),
         }))
     }
 }

@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use state_api::raw::format::SnapshotHeader;
-use state_api::raw::type_name_of;
+use state_api::raw::{append_postcard, type_name_of};
 use state_api::{
     AsyncSnapshot, CheckpointStorage, Clock, KeyGroupRange, KeyedSnapshotHandle, KeyedStateBackend, Namespace, Result,
     Schema, StateError, StateKey, Timer, TimerEntry, TimerQueue, TimerQueueInfo, TimerService,
@@ -81,6 +81,13 @@ impl<K, N, Q> std::fmt::Debug for InternalTimerService<K, N, Q> {
     }
 }
 
+/// The postcard encoding of `value` in a new `Vec`.
+fn encoded<T: serde::Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    append_postcard(value, &mut out)?;
+    Ok(out)
+}
+
 fn serialization(role: &'static str, e: postcard::Error) -> StateError {
     StateError::serialization("timers", role, e)
 }
@@ -144,8 +151,8 @@ impl<K: StateKey, N: Namespace, Q> InternalTimerService<K, N, Q> {
         Ok(TimerEntry {
             timestamp,
             key_group,
-            key: postcard::to_allocvec(key).map_err(|e| serialization("key", e))?,
-            namespace: postcard::to_allocvec(namespace).map_err(|e| serialization("namespace", e))?,
+            key: encoded(key).map_err(|e| serialization("key", e))?,
+            namespace: encoded(namespace).map_err(|e| serialization("namespace", e))?,
         })
     }
 

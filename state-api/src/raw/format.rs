@@ -85,7 +85,7 @@ pub fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
 /// Appends a length-prefixed byte string.
 pub fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     put_varint(buf, bytes.len() as u64);
-    buf.extend_from_slice(bytes);
+    super::encode::append_bytes(buf, bytes);
 }
 
 /// Appends a big-endian `i64` (a TTL timestamp).
@@ -103,10 +103,8 @@ pub fn put_serialized<T: Serialize + ?Sized>(
     role: &'static str,
 ) -> Result<()> {
     scratch.clear();
-    let taken = std::mem::take(scratch);
-    let out = postcard::to_extend(value, taken).map_err(|e| StateError::serialization(state.to_string(), role, e))?;
-    put_bytes(buf, &out);
-    *scratch = out;
+    super::append_postcard(value, scratch).map_err(|e| StateError::serialization(state.to_string(), role, e))?;
+    put_bytes(buf, scratch);
     Ok(())
 }
 

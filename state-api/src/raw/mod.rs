@@ -23,6 +23,8 @@ use crate::snapshot::{AsyncSnapshot, IncrementalKeyedHandle, KeyedSnapshotHandle
 use crate::state::{Namespace, StateKey, StateValue};
 use crate::ttl::{Clock, TtlConfig};
 
+mod cow;
+mod encode;
 pub mod format;
 pub mod framing;
 pub mod legacy;
@@ -33,6 +35,8 @@ pub use crate::compatibility::{Resolution, check_key, reads_as};
 pub use crate::schema_encoding::MAX_DEPTH as SCHEMA_MAX_DEPTH;
 pub use crate::state::{StateId, StateMeta, StateShape, TtlMeta, TtlValue, type_name_of};
 pub use crate::timer::{decode_timestamp, encode_timestamp};
+pub use cow::SnapshotCow;
+pub use encode::append_postcard;
 pub use migrate::migrate_block;
 
 /// A boxed iterator over map entries, as backends return them.
