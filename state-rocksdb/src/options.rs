@@ -9,7 +9,8 @@ use state_memory::rocksdb::RocksDbMemory;
 /// Flink's `PredefinedOptions`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PredefinedOptions {
-    /// RocksDB's defaults plus what every profile sets (Flink's `DEFAULT`).
+    /// RocksDB's defaults plus what every profile sets (Flink's `DEFAULT`, with a bloom
+    /// filter).
     #[default]
     Default,
     /// Tuned for spinning disks (Flink's `SPINNING_DISK_OPTIMIZED`).
@@ -22,11 +23,24 @@ pub enum PredefinedOptions {
 
 impl PredefinedOptions {
     /// Applies the profile to DB and column family options.
+    ///
+    /// Beyond Flink's profiles, every profile sets a full-key bloom filter of 10 bits per
+    /// key (Flink's `state.backend.rocksdb.use-bloom-filter`, off by default there):
+    /// measured in release (`bench --only reads`, 1M keys in four level-0 files), gets
+    /// of present keys took 0.76× and of absent keys 0.21× the time without it. With
+    /// managed memory the filter blocks live in the slot's block cache. An
+    /// [`OptionsOverride`] that sets its own table factory replaces it.
     pub fn apply(self, opts: &mut Options) {
         // Every profile: checkpoints are the durability mechanism, so no fsync per write;
         // keep the info log quiet.
         opts.set_use_fsync(false);
         opts.set_stats_dump_period_sec(0);
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        if self == PredefinedOptions::SpinningDiskHighMem {
+            table.set_block_size(128 * 1024);
+        }
+        opts.set_block_based_table_factory(&table);
         match self {
             PredefinedOptions::Default => {}
             PredefinedOptions::SpinningDisk => {
@@ -36,10 +50,6 @@ impl PredefinedOptions {
                 opts.set_max_open_files(-1);
             }
             PredefinedOptions::SpinningDiskHighMem => {
-                let mut table = BlockBasedOptions::default();
-                table.set_block_size(128 * 1024);
-                table.set_bloom_filter(10.0, false);
-                opts.set_block_based_table_factory(&table);
                 opts.set_compaction_style(DBCompactionStyle::Level);
                 opts.set_level_compaction_dynamic_level_bytes(true);
                 opts.set_target_file_size_base(256 * 1024 * 1024);

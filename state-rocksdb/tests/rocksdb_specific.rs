@@ -123,6 +123,60 @@ fn every_profile_and_an_override_work() {
     }
 }
 
+/// Bytes of filter blocks in the state's SST files, from RocksDB's aggregated table
+/// properties (`... filter block size=N; ...`).
+fn filter_block_bytes(b: &RocksDbKeyedStateBackend<u64>, state: &str) -> u64 {
+    let cf = b.db().cf_handle(&column_family_name(state)).unwrap();
+    let props = b
+        .db()
+        .property_value_cf(&cf, "rocksdb.aggregated-table-properties")
+        .unwrap()
+        .unwrap();
+    let at = props
+        .find("filter block size")
+        .unwrap_or_else(|| panic!("no filter size in {props}"));
+    let digits: String = props[at..]
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap_or_else(|_| panic!("filter size in {props}"))
+}
+
+#[test]
+fn every_profile_writes_bloom_filters_and_an_override_can_drop_them() {
+    let written = |profile, options_override| {
+        let config = RocksDbConfig {
+            profile,
+            options_override,
+            ..RocksDbConfig::default()
+        };
+        let mut b = RocksDbKeyedStateBackend::<u64>::new(&BackendContext::single(128), config).unwrap();
+        let v = b.register(ValueStateDescriptor::<u64>::new("v")).unwrap();
+        for k in 0..2000u64 {
+            b.set_current_key(&k).unwrap();
+            b.value(&v).update(k).unwrap();
+        }
+        let cf = b.db().cf_handle(&column_family_name("v")).unwrap();
+        b.db().flush_cf(&cf).unwrap();
+        filter_block_bytes(&b, "v")
+    };
+    for profile in [
+        PredefinedOptions::Default,
+        PredefinedOptions::SpinningDisk,
+        PredefinedOptions::SpinningDiskHighMem,
+        PredefinedOptions::FlashSsd,
+    ] {
+        // 10 bits per key: about 2500 bytes for 2000 keys.
+        let bytes = written(profile, None);
+        assert!((2000..4000).contains(&bytes), "{profile:?}: {bytes} filter bytes");
+    }
+    let no_filter: state_rocksdb::OptionsOverride = Arc::new(|o: &mut rocksdb::Options| {
+        o.set_block_based_table_factory(&rocksdb::BlockBasedOptions::default());
+    });
+    assert_eq!(written(PredefinedOptions::Default, Some(no_filter)), 0);
+}
+
 #[test]
 fn working_directory_is_configurable_and_removed_on_drop() {
     let base = tempfile::tempdir().unwrap();

@@ -22,6 +22,8 @@ mod memory;
 mod merge;
 mod migrate;
 mod nexmark;
+#[cfg(feature = "rocksdb")]
+mod reads;
 mod savepoint;
 mod timers;
 
@@ -108,12 +110,16 @@ fn main() -> Result<()> {
     if run("flink") {
         flink::flink_rows(quick, &mut rows)?;
     }
+    #[cfg(feature = "rocksdb")]
+    if run("reads") {
+        reads::read_option_rows(n, &mut rows)?;
+    }
     if run("cluster") {
         cluster::cluster_rows(if quick { 8_000 } else { 400_000 }, &mut rows)?;
     }
     if rows.is_empty() {
         return Err(state_api::StateError::InvalidArgument(format!(
-            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job, merge, migrate, savepoint, flink, cluster",
+            "no benchmark group {:?}; groups: ops, checkpoints, timers, nexmark, memory, job, merge, migrate, savepoint, flink, reads, cluster",
             only.unwrap_or_default()
         )));
     }
