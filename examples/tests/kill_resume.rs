@@ -162,6 +162,12 @@ fn rocksdb_incremental_q5() {
 
 #[cfg(feature = "rocksdb")]
 #[test]
+fn rocksdb_native_q8() {
+    kill_and_resume("q8", "rocksdb-native", 300_000, 20_000, 7);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
 fn rocksdb_heap_timers_q11() {
     kill_and_resume("q11", "rocksdb-heap-timers", 150_000, 10_000, 6);
 }
@@ -172,7 +178,12 @@ fn every_query_on_every_backend_matches_the_reference() {
     let base = tempfile::tempdir().unwrap();
     let mut backends = vec!["heap-memory", "heap-fs", "heap-lmdb"];
     if cfg!(feature = "rocksdb") {
-        backends.extend(["rocksdb-full", "rocksdb-incremental", "rocksdb-heap-timers"]);
+        backends.extend([
+            "rocksdb-full",
+            "rocksdb-incremental",
+            "rocksdb-native",
+            "rocksdb-heap-timers",
+        ]);
     }
     for query in ["q3", "q5", "q8", "q11"] {
         for backend in &backends {

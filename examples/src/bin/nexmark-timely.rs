@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, default_value = "q5")]
     query: String,
     /// Backend: heap-fs, heap-lmdb, heap-memory, rocksdb-full, rocksdb-incremental,
-    /// rocksdb-heap-timers (those compiled in; default heap-fs).
+    /// rocksdb-native, rocksdb-heap-timers (those compiled in; default heap-fs).
     #[arg(long, default_value = "heap-fs")]
     backend: String,
     /// Events to process.
@@ -106,29 +106,10 @@ fn real_main(args: Args) -> Result<()> {
         "heap-fs" => cluster::run(heap(false, false), cfg)?,
         "heap-lmdb" => cluster::run(heap(false, true), cfg)?,
         #[cfg(feature = "rocksdb")]
-        "rocksdb-full" => cluster::run(
-            runtime::RocksDb {
-                incremental: false,
-                heap_timers: false,
-            },
-            cfg,
-        )?,
-        #[cfg(feature = "rocksdb")]
-        "rocksdb-incremental" => cluster::run(
-            runtime::RocksDb {
-                incremental: true,
-                heap_timers: false,
-            },
-            cfg,
-        )?,
-        #[cfg(feature = "rocksdb")]
-        "rocksdb-heap-timers" => cluster::run(
-            runtime::RocksDb {
-                incremental: true,
-                heap_timers: true,
-            },
-            cfg,
-        )?,
+        name if name.starts_with("rocksdb-") => match runtime::RocksDb::from_name(name) {
+            Some(rt) => cluster::run(rt, cfg)?,
+            None => return Err(runtime::unknown_backend(name)),
+        },
         other => return Err(runtime::unknown_backend(other)),
     };
     let Some(s) = summary else {

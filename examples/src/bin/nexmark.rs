@@ -12,7 +12,7 @@
 //! Backends (those compiled in by the `heap` / `rocksdb` cargo features): `heap-memory`
 //! (snapshots inlined into the checkpoint metadata, Flink's JobManager storage),
 //! `heap-fs`, `heap-lmdb` (heap state, LMDB timers), `rocksdb-full`,
-//! `rocksdb-incremental`, `rocksdb-heap-timers`.
+//! `rocksdb-incremental`, `rocksdb-native`, `rocksdb-heap-timers`.
 
 use clap::Parser;
 use state_api::{Result, StateError};
@@ -28,7 +28,8 @@ struct Args {
     #[arg(long, default_value = "q5")]
     query: String,
     /// Backend: heap-memory, heap-fs, heap-lmdb, rocksdb-full, rocksdb-incremental,
-    /// rocksdb-heap-timers (those compiled in; default rocksdb-incremental, else heap-fs).
+    /// rocksdb-native, rocksdb-heap-timers (those compiled in; default rocksdb-incremental,
+    /// else heap-fs).
     #[arg(long)]
     backend: Option<String>,
     /// Events to process.
@@ -100,29 +101,10 @@ fn real_main(args: Args) -> Result<()> {
             &cfg,
         ),
         #[cfg(feature = "rocksdb")]
-        "rocksdb-full" => go(
-            &runtime::RocksDb {
-                incremental: false,
-                heap_timers: false,
-            },
-            &cfg,
-        ),
-        #[cfg(feature = "rocksdb")]
-        "rocksdb-incremental" => go(
-            &runtime::RocksDb {
-                incremental: true,
-                heap_timers: false,
-            },
-            &cfg,
-        ),
-        #[cfg(feature = "rocksdb")]
-        "rocksdb-heap-timers" => go(
-            &runtime::RocksDb {
-                incremental: true,
-                heap_timers: true,
-            },
-            &cfg,
-        ),
+        name if name.starts_with("rocksdb-") => match runtime::RocksDb::from_name(name) {
+            Some(rt) => go(&rt, &cfg),
+            None => Err(runtime::unknown_backend(name)),
+        },
         other => Err(runtime::unknown_backend(other)),
     }?;
     if let Some(path) = &args.output {

@@ -79,21 +79,57 @@ impl Runtime for Heap {
 }
 
 #[cfg(feature = "rocksdb")]
-pub use rocks::RocksDb;
+pub use rocks::{RocksDb, RocksDbCheckpoints};
 
 #[cfg(feature = "rocksdb")]
 mod rocks {
     use super::*;
     use state_rocksdb::{RocksDbBackendTimerQueue, RocksDbConfig, RocksDbKeyedStateBackend, RocksDbTimerStorage};
 
-    /// RocksDB state: full or incremental checkpoints, RocksDB or heap timers.
+    /// How the RocksDB runtime checkpoints its keyed state.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum RocksDbCheckpoints {
+        /// Canonical full snapshots (`rocksdb-full`).
+        Full,
+        /// Incremental: SST files shared between checkpoints (`rocksdb-incremental`).
+        Incremental,
+        /// Native full: every SST file uploaded as the checkpoint's own, restored by
+        /// opening the files (`rocksdb-native`, Flink 2.x's full RocksDB checkpoint).
+        NativeFull,
+    }
+
+    /// RocksDB state: full, incremental or native full checkpoints, RocksDB or heap
+    /// timers.
     #[derive(Debug, Clone, Copy)]
     pub struct RocksDb {
-        pub incremental: bool,
+        pub checkpoints: RocksDbCheckpoints,
         pub heap_timers: bool,
     }
 
     impl RocksDb {
+        /// The `--backend` names of the RocksDB runtimes.
+        pub const NAMES: [&'static str; 4] = [
+            "rocksdb-full",
+            "rocksdb-incremental",
+            "rocksdb-native",
+            "rocksdb-heap-timers",
+        ];
+
+        /// The runtime of a `--backend` name, if it is a RocksDB one.
+        pub fn from_name(name: &str) -> Option<Self> {
+            let (checkpoints, heap_timers) = match name {
+                "rocksdb-full" => (RocksDbCheckpoints::Full, false),
+                "rocksdb-incremental" => (RocksDbCheckpoints::Incremental, false),
+                "rocksdb-native" => (RocksDbCheckpoints::NativeFull, false),
+                "rocksdb-heap-timers" => (RocksDbCheckpoints::Incremental, true),
+                _ => return None,
+            };
+            Some(RocksDb {
+                checkpoints,
+                heap_timers,
+            })
+        }
+
         fn config(&self) -> RocksDbConfig {
             RocksDbConfig {
                 local_dir: std::env::temp_dir().join("nexmark-rocksdb"),
@@ -111,10 +147,11 @@ mod rocks {
         type Backend = RocksDbKeyedStateBackend<u64>;
         type Queue = RocksDbBackendTimerQueue;
         fn name(&self) -> &'static str {
-            match (self.incremental, self.heap_timers) {
-                (false, false) => "rocksdb-full",
-                (true, false) => "rocksdb-incremental",
+            match (self.checkpoints, self.heap_timers) {
                 (_, true) => "rocksdb-heap-timers",
+                (RocksDbCheckpoints::Full, false) => "rocksdb-full",
+                (RocksDbCheckpoints::Incremental, false) => "rocksdb-incremental",
+                (RocksDbCheckpoints::NativeFull, false) => "rocksdb-native",
             }
         }
         fn create(&self, ctx: &BackendContext) -> Result<Self::Backend> {
@@ -132,14 +169,15 @@ mod rocks {
             backend.create_timer_queue(name)
         }
         fn snapshot(&self, backend: &mut Self::Backend, id: u64) -> Result<KeyedPart> {
-            if self.incremental {
-                Ok(KeyedPart::Incremental(backend.snapshot_incremental(id)?))
-            } else {
-                Ok(KeyedPart::Full(backend.snapshot(id)?))
-            }
+            Ok(match self.checkpoints {
+                RocksDbCheckpoints::Full => KeyedPart::Full(backend.snapshot(id)?),
+                RocksDbCheckpoints::Incremental => KeyedPart::Incremental(backend.snapshot_incremental(id)?),
+                // Its handle has the incremental handle's shape (no shared files).
+                RocksDbCheckpoints::NativeFull => KeyedPart::Incremental(backend.native_full_snapshot(id)?),
+            })
         }
         fn incremental(&self) -> bool {
-            self.incremental
+            self.checkpoints == RocksDbCheckpoints::Incremental
         }
     }
 }
@@ -147,9 +185,8 @@ mod rocks {
 /// The `--backend` names compiled in.
 pub fn backend_names() -> Vec<&'static str> {
     let mut v = vec!["heap-memory", "heap-fs", "heap-lmdb"];
-    if cfg!(feature = "rocksdb") {
-        v.extend(["rocksdb-full", "rocksdb-incremental", "rocksdb-heap-timers"]);
-    }
+    #[cfg(feature = "rocksdb")]
+    v.extend(RocksDb::NAMES);
     v
 }
 

@@ -50,17 +50,8 @@ pub fn nexmark_rows(events: u64, rows: &mut Vec<Row>) -> Result<()> {
         #[cfg(feature = "rocksdb")]
         {
             use state_examples::nexmark::runtime::RocksDb;
-            for (incremental, heap_timers) in [(false, false), (true, false), (true, true)] {
-                one(
-                    &RocksDb {
-                        incremental,
-                        heap_timers,
-                    },
-                    query,
-                    events,
-                    reference_eps,
-                    rows,
-                )?;
+            for rt in RocksDb::NAMES.iter().filter_map(|name| RocksDb::from_name(name)) {
+                one(&rt, query, events, reference_eps, rows)?;
             }
         }
     }
