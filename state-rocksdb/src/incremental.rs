@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, WriteBatch};
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, FlushOptions, IteratorMode, WriteBatch};
 use state_api::raw::{check_key, type_name_of};
 use state_api::{
     AsyncSnapshot, BackendContext, CheckpointStorage, IncrementalKeyedHandle, KeyGroupRange, Result, Schema,
@@ -71,6 +71,53 @@ impl<K: StateKey> RocksDbKeyedStateBackend<K> {
     /// ```
     pub fn native_full_snapshot(&mut self, checkpoint_id: u64) -> Result<AsyncSnapshot<IncrementalKeyedHandle>> {
         self.native_snapshot(checkpoint_id, false)
+    }
+
+    /// Starts flushing every column family's memtables to SST files in the background
+    /// and returns at once. Called some time before a checkpoint barrier (an engine knows
+    /// its checkpoint interval), it leaves the synchronous part of the next native
+    /// checkpoint ([`snapshot_incremental`](state_api::KeyedStateBackend::snapshot_incremental),
+    /// [`native_full_snapshot`](Self::native_full_snapshot)) only what was written after
+    /// it to flush, instead of whole memtables: with the write-ahead log off, a RocksDB
+    /// checkpoint must flush every memtable, and that flush is most of its synchronous
+    /// part (see `bench --only checkpoints`). A barrier that comes while the background
+    /// flush still runs waits for it; the checkpoint is complete either way.
+    ///
+    /// ```
+    /// use state_api::{BackendContext, KeyedStateBackend, ValueStateDescriptor};
+    /// use state_heap::MemoryCheckpointStorage;
+    /// use state_rocksdb::{RocksDbConfig, RocksDbKeyedStateBackend};
+    ///
+    /// let mut b = RocksDbKeyedStateBackend::<u64>::new(&BackendContext::single(128), RocksDbConfig::default())?;
+    /// let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    /// for k in 0..1000 {
+    ///     b.set_current_key(&k)?;
+    ///     b.value(&v).update(k)?;
+    /// }
+    /// b.flush_ahead()?; // ahead of the barrier: the flush runs in the background
+    /// b.set_current_key(&5)?;
+    /// b.value(&v).update(50)?; // processing goes on meanwhile
+    /// let handle = b.snapshot_incremental(1)?.run(&MemoryCheckpointStorage::default())?;
+    /// assert!(!handle.shared_files.is_empty());
+    /// # Ok::<(), state_api::StateError>(())
+    /// ```
+    pub fn flush_ahead(&self) -> Result<()> {
+        let mut background = FlushOptions::default();
+        background.set_wait(false);
+        let families = DB::list_cf(&rocksdb::Options::default(), self.db.path()).map_err(|e| {
+            db_err(
+                format!("listing the column families of `{}`", self.db.path().display()),
+                e,
+            )
+        })?;
+        for name in families {
+            if let Some(cf) = self.db.cf_handle(&name) {
+                self.db
+                    .flush_cf_opt(cf, &background)
+                    .map_err(|e| db_err(format!("starting a flush of column family `{name}`"), e))?;
+            }
+        }
+        Ok(())
     }
 
     /// A native RocksDB checkpoint, uploaded incrementally (`incremental`: data files

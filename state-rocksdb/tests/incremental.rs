@@ -288,3 +288,42 @@ fn a_native_full_checkpoint_stands_alone_and_restores_at_any_parallelism() {
         check(&mut r, &model, 3, index);
     }
 }
+
+/// An integer RocksDB property of state `v`'s column family.
+fn cf_property(b: &RocksDbKeyedStateBackend<u64>, name: &str) -> u64 {
+    let cf = b.db().cf_handle(&state_rocksdb::column_family_name("v")).unwrap();
+    b.db().property_int_value_cf(&cf, name).unwrap().unwrap()
+}
+
+#[test]
+fn flush_ahead_empties_the_memtables_in_the_background_and_the_checkpoint_stays_complete() {
+    let root = tempfile::tempdir().unwrap();
+    let storage = FsCheckpointStorage::open(root.path().to_str().unwrap(), "job", FsOptions::default()).unwrap();
+    let (mut b, v, mut model) = populated();
+    assert_eq!(cf_property(&b, "rocksdb.num-entries-active-mem-table"), KEYS);
+    assert_eq!(b.db().live_files().unwrap().len(), 0, "nothing flushed yet");
+
+    b.flush_ahead().unwrap();
+    let t = std::time::Instant::now();
+    while b.db().property_int_value("rocksdb.num-running-flushes").unwrap() != Some(0)
+        || cf_property(&b, "rocksdb.num-immutable-mem-table") > 0
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "background flush did not end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(cf_property(&b, "rocksdb.num-entries-active-mem-table"), 0);
+    assert!(!b.db().live_files().unwrap().is_empty(), "the entries are in SST files");
+
+    // Written after the flush: in the memtable the checkpoint's own flush takes.
+    for k in (0..KEYS).step_by(10) {
+        b.set_current_key(&k).unwrap();
+        b.value(&v).update(k + 3).unwrap();
+        model.insert(k, k + 3);
+    }
+    let handle = b.snapshot_incremental(1).unwrap().run(&storage).unwrap();
+    let mut r = restore(1, 0, &[handle], &storage);
+    check(&mut r, &model, 1, 0);
+}
