@@ -499,6 +499,9 @@ pub fn run<R: Runtime>(rt: &R, cfg: &JobConfig) -> Result<Summary> {
                 ckpt.finish(p, &mut backend, &mut summary, &mut results)?;
             }
         }
+        if every >= 5 && next_event % every == every - every / 5 {
+            rt.ahead_of_barrier(&mut backend)?;
+        }
         if next_event % every == 0 && next_event < cfg.events {
             if let Some(p) = pending.take() {
                 ckpt.finish(p, &mut backend, &mut summary, &mut results)?;

@@ -39,6 +39,12 @@ pub trait Runtime {
     fn incremental(&self) -> bool {
         false
     }
+    /// Called a fifth of a checkpoint interval before each barrier: work the next
+    /// checkpoint's synchronous part can be spared (RocksDB starts flushing its
+    /// memtables in the background).
+    fn ahead_of_barrier(&self, _backend: &mut Self::Backend) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Heap state; snapshots to memory (`heap-memory`) or to the checkpoint directory
@@ -178,6 +184,12 @@ mod rocks {
         }
         fn incremental(&self) -> bool {
             self.checkpoints == RocksDbCheckpoints::Incremental
+        }
+        fn ahead_of_barrier(&self, backend: &mut Self::Backend) -> Result<()> {
+            match self.checkpoints {
+                RocksDbCheckpoints::Full => Ok(()),
+                RocksDbCheckpoints::Incremental | RocksDbCheckpoints::NativeFull => backend.flush_ahead(),
+            }
         }
     }
 }
