@@ -9,8 +9,9 @@ use state_api::{KeyGroupRange, PinnedTimers, Result, TimerEntry, TimerQueue, Tim
 
 /// Timers in memory (Flink's `HeapPriorityQueueSet` partitioned by key group): one
 /// ordered set per key group (so adding, removing and de-duplicating are O(log n)), and
-/// an ordered set of each key group's first timer, so the next timer overall is found
-/// in O(log key groups).
+/// an ordered set of each key group's first timer, as (timestamp, key group) — enough
+/// to order the heads of distinct key groups, and no copy of the timer — so the next
+/// timer overall is found in O(log key groups).
 ///
 /// Snapshots are asynchronous: [`TimerQueue::pin`] shares each key group's set through an
 /// `Arc` ([`SnapshotCow`]); the first change to a key group a snapshot still holds copies
@@ -33,7 +34,8 @@ use state_api::{KeyGroupRange, PinnedTimers, Result, TimerEntry, TimerQueue, Tim
 pub struct HeapTimerQueue {
     range: KeyGroupRange,
     groups: Vec<SnapshotCow<BTreeSet<TimerEntry>>>,
-    heads: BTreeSet<TimerEntry>,
+    /// (timestamp, index in `range`) of each non-empty key group's first timer.
+    heads: BTreeSet<(i64, usize)>,
     len: usize,
 }
 
@@ -51,7 +53,7 @@ impl HeapTimerQueue {
 
 impl TimerQueueInfo for HeapTimerQueue {
     fn peek(&self) -> Option<&TimerEntry> {
-        self.heads.first()
+        self.heads.first().and_then(|&(_, i)| self.groups[i].get().first())
     }
 
     fn len(&self) -> usize {
@@ -83,9 +85,9 @@ impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
         // An equal timer is never below the head, so a new head is never a duplicate.
         if group.first().is_none_or(|head| timer < *head) {
             if let Some(old) = group.first() {
-                self.heads.remove(old);
+                self.heads.remove(&(old.timestamp, i));
             }
-            self.heads.insert(timer.clone());
+            self.heads.insert((timer.timestamp, i));
         }
         if !group.insert(timer) {
             return Ok(false);
@@ -97,7 +99,7 @@ impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
     /// Inserts into each key group's set directly and fixes each touched group's head
     /// once, instead of per timer.
     fn add_all(&mut self, _host: &mut H, timers: &[TimerEntry]) -> Result<usize> {
-        let mut old_heads: Vec<(usize, Option<TimerEntry>)> = Vec::new();
+        let mut old_heads: Vec<(usize, Option<i64>)> = Vec::new();
         let mut added = 0;
         for timer in timers {
             let i = self.range.owned_index(timer.key_group)?;
@@ -105,17 +107,17 @@ impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
                 continue;
             }
             if !old_heads.iter().any(|(j, _)| *j == i) {
-                old_heads.push((i, self.groups[i].get().first().cloned()));
+                old_heads.push((i, self.groups[i].get().first().map(|t| t.timestamp)));
             }
             self.groups[i].get_mut().insert(timer.clone());
             added += 1;
         }
         for (i, old) in old_heads {
-            if let Some(h) = old {
-                self.heads.remove(&h);
+            if let Some(ts) = old {
+                self.heads.remove(&(ts, i));
             }
             if let Some(h) = self.groups[i].get().first() {
-                self.heads.insert(h.clone());
+                self.heads.insert((h.timestamp, i));
             }
         }
         self.len += added;
@@ -133,29 +135,29 @@ impl<H: ?Sized> TimerQueue<H> for HeapTimerQueue {
         let was_head = group.first() == Some(timer);
         group.remove(timer);
         if was_head {
-            self.heads.remove(timer);
+            self.heads.remove(&(timer.timestamp, i));
             if let Some(next) = group.first() {
-                self.heads.insert(next.clone());
+                self.heads.insert((next.timestamp, i));
             }
         }
         self.len -= 1;
         Ok(true)
     }
 
-    /// Takes the first head and its key group's first timer (the same entry) without
-    /// copying either; the key group's next timer becomes a head.
+    /// Takes the first head's key group's first timer without copying it; the key
+    /// group's next timer becomes a head.
     fn poll(&mut self, _host: &mut H) -> Result<Option<TimerEntry>> {
-        let Some(head) = self.heads.pop_first() else {
-            return Ok(None);
-        };
-        let i = self.range.owned_index(head.key_group)?;
-        let group = self.groups[i].get_mut();
-        group.pop_first();
-        if let Some(next) = group.first() {
-            self.heads.insert(next.clone());
+        while let Some((_, i)) = self.heads.pop_first() {
+            let group = self.groups[i].get_mut();
+            if let Some(first) = group.pop_first() {
+                if let Some(next) = group.first() {
+                    self.heads.insert((next.timestamp, i));
+                }
+                self.len -= 1;
+                return Ok(Some(first));
+            }
         }
-        self.len -= 1;
-        Ok(Some(head))
+        Ok(None)
     }
 
     fn pin(&mut self, _host: &mut H) -> Result<Box<dyn PinnedTimers>> {
