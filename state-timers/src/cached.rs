@@ -63,7 +63,9 @@ pub struct CachedTimerQueue<S> {
     range: KeyGroupRange,
     max_parallelism: u32,
     groups: Vec<GroupCache>,
-    heads: BTreeSet<TimerEntry>,
+    /// (timestamp, index in `range`) of each key group's first cached timer: enough to
+    /// order the heads of distinct key groups, without a copy of the timer.
+    heads: BTreeSet<(i64, usize)>,
     len: usize,
     cache_size: usize,
 }
@@ -108,7 +110,7 @@ impl<S> CachedTimerQueue<S> {
         let mut groups = Vec::with_capacity(range.len() as usize);
         let mut heads = BTreeSet::new();
         let mut len = 0;
-        for kg in range.iter() {
+        for (i, kg) in range.iter().enumerate() {
             let p = prefix(kg, max_parallelism);
             let all = store.scan_prefix(host, &p, &p, usize::MAX)?;
             let count = all.len();
@@ -118,7 +120,7 @@ impl<S> CachedTimerQueue<S> {
                 store.name(),
             )?;
             if let Some(first) = cached.first() {
-                heads.insert(first.clone());
+                heads.insert((first.timestamp, i));
             }
             len += count;
             groups.push(GroupCache {
@@ -170,14 +172,15 @@ impl<S> CachedTimerQueue<S> {
     }
 
     /// Keeps `heads` in step after key group `i`'s first timer may have changed.
-    fn update_head(&mut self, i: usize, old: Option<TimerEntry>) {
-        let new = self.groups[i].cache.first();
-        if old.as_ref() != new {
-            if let Some(o) = &old {
-                self.heads.remove(o);
+    /// `old` is the timestamp of its first timer before.
+    fn update_head(&mut self, i: usize, old: Option<i64>) {
+        let new = self.groups[i].cache.first().map(|t| t.timestamp);
+        if old != new {
+            if let Some(ts) = old {
+                self.heads.remove(&(ts, i));
             }
-            if let Some(n) = new {
-                self.heads.insert(n.clone());
+            if let Some(ts) = new {
+                self.heads.insert((ts, i));
             }
         }
     }
@@ -185,7 +188,7 @@ impl<S> CachedTimerQueue<S> {
 
 impl<S: Send> TimerQueueInfo for CachedTimerQueue<S> {
     fn peek(&self) -> Option<&TimerEntry> {
-        self.heads.first()
+        self.heads.first().and_then(|&(_, i)| self.groups[i].cache.first())
     }
 
     fn len(&self) -> usize {
@@ -219,7 +222,7 @@ impl<S> CachedTimerQueue<S> {
             return Ok(false);
         }
         let g = &mut self.groups[i];
-        let old = g.cache.first().cloned();
+        let old = g.cache.first().map(|t| t.timestamp);
         g.cache.remove(timer);
         g.count -= 1;
         if g.count == 0 {
@@ -251,7 +254,7 @@ impl<H: ?Sized, S: OrderedTimerStore<H>> TimerQueue<H> for CachedTimerQueue<S> {
             return Ok(false);
         }
         let g = &mut self.groups[i];
-        let old = g.cache.first().cloned();
+        let old = g.cache.first().map(|t| t.timestamp);
         g.count += 1;
         if in_cache {
             g.cache.insert(timer.clone());
@@ -280,7 +283,7 @@ impl<H: ?Sized, S: OrderedTimerStore<H>> TimerQueue<H> for CachedTimerQueue<S> {
 
     /// Deletes the first head without reading it back from the store.
     fn poll(&mut self, host: &mut H) -> Result<Option<TimerEntry>> {
-        let Some(head) = self.heads.first().cloned() else {
+        let Some(head) = self.peek().cloned() else {
             return Ok(None);
         };
         let i = self.range.owned_index(head.key_group)?;
