@@ -176,15 +176,7 @@ fn rocksdb_heap_timers_q11() {
 #[test]
 fn every_query_on_every_backend_matches_the_reference() {
     let base = tempfile::tempdir().unwrap();
-    let mut backends = vec!["heap-memory", "heap-fs", "heap-lmdb"];
-    if cfg!(feature = "rocksdb") {
-        backends.extend([
-            "rocksdb-full",
-            "rocksdb-incremental",
-            "rocksdb-native",
-            "rocksdb-heap-timers",
-        ]);
-    }
+    let backends = state_examples::nexmark::runtime::backend_names();
     for query in ["q3", "q5", "q8", "q11"] {
         for backend in &backends {
             let out = base.path().join(format!("{query}-{backend}.txt"));

@@ -262,7 +262,8 @@ impl<K: StateKey, N: Namespace, S: Stored> Table<K, N, S> {
 pub(crate) trait ErasedTable<K>: Send {
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
-    /// Pins every key group for a snapshot (the synchronous part: `Arc` clones only).
+    /// Pins every key group for a snapshot (the synchronous part: owned maps move into
+    /// `Arc`s, then `Arc` clones only).
     fn pin(&mut self) -> Box<dyn PinnedTable>;
     /// Keys with an entry in namespace `ns` (which must be a `&N`).
     fn keys_in(&self, ns: &dyn Any) -> Vec<K>;

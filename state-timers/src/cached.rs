@@ -283,10 +283,12 @@ impl<H: ?Sized, S: OrderedTimerStore<H>> TimerQueue<H> for CachedTimerQueue<S> {
 
     /// Deletes the first head without reading it back from the store.
     fn poll(&mut self, host: &mut H) -> Result<Option<TimerEntry>> {
-        let Some(head) = self.peek().cloned() else {
+        let Some(&(_, i)) = self.heads.first() else {
             return Ok(None);
         };
-        let i = self.range.owned_index(head.key_group)?;
+        let Some(head) = self.groups[i].cache.first().cloned() else {
+            return Ok(None);
+        };
         self.remove_stored(host, i, &head, true)?;
         Ok(Some(head))
     }

@@ -81,7 +81,8 @@ struct Inputs {
     timers: Vec<(i64, i64)>,
 }
 
-fn shuffle<T>(mut v: Vec<T>, seed: u64) -> Vec<T> {
+/// `v` in a fixed pseudo-random order given by `seed`.
+pub(crate) fn shuffle<T>(mut v: Vec<T>, seed: u64) -> Vec<T> {
     let mut rng = SplitMix64(seed);
     for i in (1..v.len()).rev() {
         v.swap(i, rng.below(i as u64 + 1) as usize);
@@ -426,7 +427,7 @@ pub fn flink_rows(quick: bool, rows: &mut Vec<Row>) -> Result<()> {
 }
 
 #[cfg(feature = "rocksdb")]
-mod rocksdb {
+pub(crate) mod rocksdb {
     //! The RocksDB side: the backend in a 512 MiB managed-memory slot, against raw
     //! rust-rocksdb with the same options doing the same reads and writes.
 
@@ -437,7 +438,8 @@ mod rocksdb {
     use state_memory::sizing::RocksDbMemoryConfig;
     use state_rocksdb::{RocksDbConfig, RocksDbKeyedStateBackend};
 
-    fn config() -> Result<RocksDbConfig> {
+    /// The default configuration in a 512 MiB managed-memory slot of its own.
+    pub(crate) fn config() -> Result<RocksDbConfig> {
         let slot = SlotMemory::standalone(512 << 20);
         let memory = RocksDbMemory::for_slot(&slot, &RocksDbMemoryConfig::default())
             .map_err(|e| state_api::StateError::Memory { source: Box::new(e) })?;
@@ -569,7 +571,7 @@ mod rocksdb {
         dir
     }
 
-    pub fn rows(input: &Inputs, s: Sizes, heap_timers: TimerFigures, rows: &mut Vec<Row>) -> Result<()> {
+    pub(super) fn rows(input: &Inputs, s: Sizes, heap_timers: TimerFigures, rows: &mut Vec<Row>) -> Result<()> {
         let config = config()?;
         let base = raw_baseline(input, s, &config)?;
         let ctx = BackendContext::single(128);

@@ -417,6 +417,25 @@ fn rocksdb_ops(n: u64, keys: u64, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// A single-subtask RocksDB backend under `config` whose value state `v` holds `k -> k`
+/// for the keys `0..n`.
+#[cfg(feature = "rocksdb")]
+fn rocksdb_filled(
+    config: state_rocksdb::RocksDbConfig,
+    n: u64,
+) -> Result<(
+    state_rocksdb::RocksDbKeyedStateBackend<u64>,
+    state_api::ValueStateHandle<u64>,
+)> {
+    let mut b = state_rocksdb::RocksDbKeyedStateBackend::<u64>::new(&BackendContext::single(128), config)?;
+    let v = b.register(ValueStateDescriptor::<u64>::new("v"))?;
+    for k in 0..n {
+        b.set_current_key(&k)?;
+        b.value(&v).update(k)?;
+    }
+    Ok((b, v))
+}
+
 /// Waits until `b`'s RocksDB runs no flush and holds no memtable waiting for one (at
 /// most 60 s); returns how long that took.
 #[cfg(feature = "rocksdb")]
@@ -529,12 +548,7 @@ fn rocksdb_checkpoints(n: u64, rows: &mut Vec<Row>) -> Result<()> {
         })),
         ..RocksDbConfig::default()
     };
-    let mut b = RocksDbKeyedStateBackend::<u64>::new(&BackendContext::single(128), small)?;
-    let bv = b.register(ValueStateDescriptor::<u64>::new("v"))?;
-    for k in 0..n {
-        b.set_current_key(&k)?;
-        b.value(&bv).update(k)?;
-    }
+    let (mut b, _) = rocksdb_filled(small, n)?;
     let t = Instant::now();
     let pending = b.snapshot_incremental(1)?;
     let small_sync = t.elapsed();
@@ -549,12 +563,7 @@ fn rocksdb_checkpoints(n: u64, rows: &mut Vec<Row>) -> Result<()> {
     ));
     // The default write buffer with a flush started ahead of the barrier: the
     // synchronous part flushes only what was written after it.
-    let mut b = RocksDbKeyedStateBackend::<u64>::new(&BackendContext::single(128), RocksDbConfig::default())?;
-    let bv = b.register(ValueStateDescriptor::<u64>::new("v"))?;
-    for k in 0..n {
-        b.set_current_key(&k)?;
-        b.value(&bv).update(k)?;
-    }
+    let (mut b, bv) = rocksdb_filled(RocksDbConfig::default(), n)?;
     let t = Instant::now();
     b.flush_ahead()?;
     let started = t.elapsed();

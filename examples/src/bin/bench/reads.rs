@@ -14,14 +14,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rocksdb::{BlockBasedOptions, Options};
-use state_api::testkit::SplitMix64;
 use state_api::{BackendContext, KeyedStateBackend, Result, StateError, ValueStateDescriptor};
-use state_memory::SlotMemory;
-use state_memory::rocksdb::RocksDbMemory;
-use state_memory::sizing::RocksDbMemoryConfig;
 use state_rocksdb::{OptionsOverride, RocksDbConfig, RocksDbKeyedStateBackend, column_family_name};
 
 use super::Row;
+use super::flink::shuffle;
 
 /// ns per get of hits and of misses.
 struct ReadFigures {
@@ -30,27 +27,19 @@ struct ReadFigures {
 }
 
 fn shuffled(n: u64, offset: i64, seed: u64) -> Vec<i64> {
-    let mut v: Vec<i64> = (0..n as i64).map(|k| k + offset).collect();
-    let mut rng = SplitMix64(seed);
-    for i in (1..v.len()).rev() {
-        v.swap(i, rng.below(i as u64 + 1) as usize);
-    }
-    v
+    shuffle((0..n as i64).map(|k| k + offset).collect(), seed)
 }
 
 /// The configuration of one variant: managed memory, automatic compactions off, and the
 /// table options `table` sets on RocksDB's defaults.
 fn config(table: fn(&mut BlockBasedOptions)) -> Result<RocksDbConfig> {
-    let slot = SlotMemory::standalone(512 << 20);
-    let memory = RocksDbMemory::for_slot(&slot, &RocksDbMemoryConfig::default())
-        .map_err(|e| StateError::Memory { source: Box::new(e) })?;
     let hook: OptionsOverride = Arc::new(move |opts: &mut Options| {
         opts.set_disable_auto_compactions(true);
         let mut t = BlockBasedOptions::default();
         table(&mut t);
         opts.set_block_based_table_factory(&t);
     });
-    let mut config = RocksDbConfig::default().with_memory(memory);
+    let mut config = super::flink::rocksdb::config()?;
     config.options_override = Some(hook);
     Ok(config)
 }
